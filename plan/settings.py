@@ -1,0 +1,271 @@
+"""Validated deployment settings, read from pyinfra host data (inventory + group_data).
+
+Every value is checked here, before any fact is gathered or any change is made,
+so a bad inventory fails with the field's name and the fix instead of half a
+deploy. Defaults live in one place: ``group_data/all.py``.
+"""
+
+from __future__ import annotations
+
+import re
+import runpy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS_FILE = ROOT / "group_data" / "all.py"
+
+MODEL_SOURCES = ("modelscope", "huggingface", "local")
+RUNTIMES = ("venv",)
+DEVICES = ("auto", "cuda", "cpu")
+DTYPES = ("auto", "float16", "bfloat16", "float32", "half")
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+_NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+class SettingsError(ValueError):
+    """One or more settings are invalid; the message lists each field and its fix."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        lines = [f"  {name}: {message}" for name, message in problems]
+        super().__init__("invalid settings (nothing was changed on the host):\n" + "\n".join(lines))
+
+
+def load_defaults() -> dict[str, Any]:
+    """The documented defaults, read from group_data/all.py (the single source)."""
+    values = runpy.run_path(str(DEFAULTS_FILE))
+    return {k: v for k, v in values.items() if not k.startswith("__")}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from an int or a string such as "64M" or "1.5G" (powers of 1024)."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int):
+        return value
+    match = _SIZE_RE.match(str(value))
+    if not match:
+        raise ValueError(value)
+    number, unit = float(match.group(1)), match.group(2).upper()
+    return int(number * 1024 ** " KMGT".index(unit or " "))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed settings of one host; field names match the group_data keys."""
+
+    model: str
+    model_source: str
+    model_local_path: str | None
+    model_revision: str | None
+    model_dir: str
+    hf_endpoint: str | None
+    vllm_runtime: str
+    vllm_version: str
+    vllm_package: str | None
+    vllm_device: str
+    vllm_user: str
+    vllm_prefix: str
+    vllm_pip_extra_packages: tuple[str, ...]
+    vllm_pip_remove_packages: tuple[str, ...] | None
+    vllm_wheelhouse: str | None
+    mirror_preset: str
+    pip_index_url: str | None
+    vllm_host: str
+    vllm_port: int
+    vllm_served_model_name: str
+    vllm_chat_template: str | None
+    vllm_trust_remote_code: bool
+    vllm_extra_args: tuple[str, ...]
+    vllm_env: dict[str, str] = field(default_factory=dict)
+    vllm_tensor_parallel_size: int | None = None
+    vllm_pipeline_parallel_size: int | None = None
+    vllm_dtype: str | None = None
+    vllm_quantization: str | None = None
+    vllm_kv_cache_dtype: str | None = None
+    vllm_gpu_memory_utilization: float | None = None
+    vllm_max_model_len: int | None = None
+    vllm_max_num_seqs: int | None = None
+    vllm_max_num_batched_tokens: int | None = None
+    vllm_enforce_eager: bool | None = None
+    vllm_cpu_kv_cache_memory: int = 1 << 30
+    vllm_verify_timeout: int = 900
+    vllm_verify_prompt: str = "Hello"
+
+
+class _Checker:
+    """Collects problems so the user sees all of them at once."""
+
+    def __init__(self, data: Mapping[str, Any]):
+        self.data = data
+        self.problems: list[tuple[str, str]] = []
+
+    def fail(self, name: str, message: str) -> None:
+        self.problems.append((name, message))
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        value = self.data.get(name)
+        if value not in choices:
+            self.fail(name, f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def text(self, name: str, optional: bool = False) -> str | None:
+        value = self.data.get(name)
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.fail(name, f"{value!r} must be a non-empty string")
+            return None
+        return value
+
+    def integer(self, name: str, low: int, high: int | None = None, optional: bool = False) -> int | None:
+        value = self.data.get(name)
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(name, f"{value!r} must be an integer")
+            return None
+        if value < low or (high is not None and value > high):
+            span = f"{low}..{high}" if high is not None else f">= {low}"
+            self.fail(name, f"{value} is out of range; use {span}")
+            return None
+        return value
+
+    def flag(self, name: str, optional: bool = False) -> bool | None:
+        value = self.data.get(name)
+        if value is None and optional:
+            return None
+        if not isinstance(value, bool):
+            self.fail(name, f"{value!r} must be True or False")
+            return None
+        return value
+
+    def strings(self, name: str, optional: bool = False) -> tuple[str, ...] | None:
+        value = self.data.get(name)
+        if value is None and optional:
+            return None
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            self.fail(name, f"{value!r} must be a list of strings, e.g. [\"--seed\", \"0\"]")
+            return ()
+        if not all(isinstance(item, str) for item in value):
+            self.fail(name, f"{value!r} must contain only strings")
+            return ()
+        return tuple(value)
+
+
+def load_settings(data: Mapping[str, Any]) -> Settings:
+    """Validate host data (merged over the defaults) into Settings, or raise SettingsError."""
+    merged: dict[str, Any] = load_defaults()
+    merged.update({k: v for k, v in dict(data).items() if k in merged})
+    c = _Checker(merged)
+
+    model = c.text("model")
+    source = c.choice("model_source", MODEL_SOURCES)
+    local_path = c.text("model_local_path", optional=True)
+    if source == "local":
+        if local_path is None:
+            c.fail("model_local_path", "required when model_source is 'local': the model directory "
+                   "on the controller")
+        elif not (Path(local_path) / "config.json").is_file():
+            c.fail("model_local_path", f"{local_path!r} has no config.json; point it at a model directory")
+    model_dir = c.text("model_dir", optional=True)
+    if model_dir is None and model:
+        model_dir = f"/srv/models/{model.rstrip('/').split('/')[-1]}"
+    if model_dir and not model_dir.startswith("/"):
+        c.fail("model_dir", f"{model_dir!r} must be an absolute path on the host")
+
+    preset_name = merged.get("mirror_preset")
+    presets = merged.get("mirror_presets") or {}
+    if preset_name not in presets:
+        c.fail("mirror_preset", f"{preset_name!r} is not one of {', '.join(presets)}")
+        preset: dict[str, Any] = {}
+    else:
+        preset = presets[preset_name]
+    pip_index_url = c.text("pip_index_url", optional=True) or preset.get("pip_index_url")
+    hf_endpoint = c.text("hf_endpoint", optional=True) or preset.get("hf_endpoint")
+    if preset_name == "custom" and pip_index_url is None:
+        c.fail("pip_index_url", "required with mirror_preset 'custom'")
+    for name, url in (("pip_index_url", pip_index_url), ("hf_endpoint", hf_endpoint)):
+        if url is not None and not re.match(r"^(https?|file)://", url):
+            c.fail(name, f"{url!r} must be an http(s):// or file:// URL")
+
+    version = c.text("vllm_version")
+    if version and not re.match(r"^\d+\.\d+(\.\d+)?([.+-]?\w+)*$", version):
+        c.fail("vllm_version", f"{version!r} is not a version such as '0.32.0'")
+    user = c.text("vllm_user")
+    if user and not _NAME_RE.match(user):
+        c.fail("vllm_user", f"{user!r} is not a valid user name (lower case, digits, '-', '_')")
+    prefix = c.text("vllm_prefix")
+    if prefix and not prefix.startswith("/"):
+        c.fail("vllm_prefix", f"{prefix!r} must be an absolute path")
+    wheelhouse = c.text("vllm_wheelhouse", optional=True)
+    if wheelhouse and not Path(wheelhouse).is_dir():
+        c.fail("vllm_wheelhouse", f"{wheelhouse!r} is not a directory on the controller")
+
+    served = c.text("vllm_served_model_name", optional=True)
+    if served is None and model:
+        served = model.rstrip("/").split("/")[-1]
+
+    env = merged.get("vllm_env")
+    if not isinstance(env, dict) or not all(isinstance(k, str) for k in env):
+        c.fail("vllm_env", f"{env!r} must be a dict of NAME: value")
+        env = {}
+    util = merged.get("vllm_gpu_memory_utilization")
+    if util is not None and (isinstance(util, bool) or not isinstance(util, int | float) or not 0 < util <= 1):
+        c.fail("vllm_gpu_memory_utilization", f"{util!r} must be a fraction in (0, 1], e.g. 0.9")
+        util = None
+    dtype = merged.get("vllm_dtype")
+    if dtype is not None and dtype not in DTYPES:
+        c.fail("vllm_dtype", f"{dtype!r} is not one of {', '.join(DTYPES)}")
+    try:
+        cpu_kv = parse_size(merged.get("vllm_cpu_kv_cache_memory"))
+    except ValueError:
+        c.fail("vllm_cpu_kv_cache_memory", f"{merged.get('vllm_cpu_kv_cache_memory')!r} is not a size "
+               "such as '64M' or '2G'")
+        cpu_kv = 0
+
+    settings = dict(
+        model=model,
+        model_source=source,
+        model_local_path=local_path,
+        model_revision=c.text("model_revision", optional=True),
+        model_dir=model_dir,
+        hf_endpoint=hf_endpoint,
+        vllm_runtime=c.choice("vllm_runtime", RUNTIMES),
+        vllm_version=version,
+        vllm_package=c.text("vllm_package", optional=True),
+        vllm_device=c.choice("vllm_device", DEVICES),
+        vllm_user=user,
+        vllm_prefix=prefix,
+        vllm_pip_extra_packages=c.strings("vllm_pip_extra_packages"),
+        vllm_pip_remove_packages=c.strings("vllm_pip_remove_packages", optional=True),
+        vllm_wheelhouse=wheelhouse,
+        mirror_preset=preset_name,
+        pip_index_url=pip_index_url,
+        vllm_host=c.text("vllm_host"),
+        vllm_port=c.integer("vllm_port", 1, 65535),
+        vllm_served_model_name=served,
+        vllm_chat_template=c.text("vllm_chat_template", optional=True),
+        vllm_trust_remote_code=c.flag("vllm_trust_remote_code"),
+        vllm_extra_args=c.strings("vllm_extra_args"),
+        vllm_env={k: str(v) for k, v in env.items()},
+        vllm_tensor_parallel_size=c.integer("vllm_tensor_parallel_size", 1, 64, optional=True),
+        vllm_pipeline_parallel_size=c.integer("vllm_pipeline_parallel_size", 1, 64, optional=True),
+        vllm_dtype=dtype,
+        vllm_quantization=c.text("vllm_quantization", optional=True),
+        vllm_kv_cache_dtype=c.text("vllm_kv_cache_dtype", optional=True),
+        vllm_gpu_memory_utilization=float(util) if util is not None else None,
+        vllm_max_model_len=c.integer("vllm_max_model_len", 16, optional=True),
+        vllm_max_num_seqs=c.integer("vllm_max_num_seqs", 1, optional=True),
+        vllm_max_num_batched_tokens=c.integer("vllm_max_num_batched_tokens", 16, optional=True),
+        vllm_enforce_eager=c.flag("vllm_enforce_eager", optional=True),
+        vllm_cpu_kv_cache_memory=cpu_kv,
+        vllm_verify_timeout=c.integer("vllm_verify_timeout", 10),
+        vllm_verify_prompt=c.text("vllm_verify_prompt"),
+    )
+    if c.problems:
+        raise SettingsError(c.problems)
+    return Settings(**settings)

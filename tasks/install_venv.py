@@ -1,0 +1,69 @@
+"""Install stage for the venv runtime: system packages, service user, vLLM in a virtualenv."""
+
+from __future__ import annotations
+
+from pyinfra.api import deploy
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import apt, files, pip, server
+
+from plan.service import ServicePlan
+
+
+def pip_install_args(plan: ServicePlan) -> str:
+    """Offline wheelhouse beats a mirror preset; neither keeps pip's own default index."""
+    if plan.install.wheelhouse_remote:
+        return f"--no-index --find-links {plan.install.wheelhouse_remote}"
+    if plan.install.index_url:
+        return f"--index-url {plan.install.index_url}"
+    return ""
+
+
+@deploy("Install vLLM (venv runtime)")
+def install_venv(plan: ServicePlan) -> list[OperationMeta]:
+    """Returns the operations whose change means the service must restart."""
+    apt.packages(
+        name="System packages for a Python virtualenv",
+        packages=list(plan.install.apt_packages),
+        update=True,
+        cache_time=24 * 3600,
+        no_recommends=True,
+    )
+    server.user(
+        name=f"Service user {plan.user}",
+        user=plan.user,
+        system=True,
+        home=plan.prefix,
+        shell="/usr/sbin/nologin",
+        create_home=False,
+    )
+    files.directory(name="vLLM prefix", path=plan.prefix, user="root", group="root", mode="755")
+    for path in (plan.state_dir, f"{plan.state_dir}/cache", f"{plan.state_dir}/tmp"):
+        files.directory(name=f"Service state {path}", path=path, user=plan.user, group=plan.user, mode="750")
+    files.directory(name="Config directory", path=plan.config_dir, user="root", group=plan.user, mode="750")
+    if plan.install.wheelhouse_local and plan.install.wheelhouse_remote:
+        files.sync(
+            name="Offline wheelhouse",
+            src=plan.install.wheelhouse_local,
+            dest=plan.install.wheelhouse_remote,
+            user="root",
+            group="root",
+            mode="644",
+            dir_mode="755",
+            delete=True,
+        )
+    pip.venv(name="vLLM virtualenv", path=plan.venv, python="python3")
+    extra = pip_install_args(plan)
+    changes = [pip.packages(
+        name=f"Install {plan.install.package}",
+        packages=[plan.install.package, *plan.install.extra_packages],
+        virtualenv=plan.venv,
+        extra_install_args=extra or None,
+    )]
+    if plan.install.remove_packages:
+        changes.append(pip.packages(
+            name="Remove packages that break this build",
+            packages=list(plan.install.remove_packages),
+            present=False,
+            virtualenv=plan.venv,
+        ))
+    return changes

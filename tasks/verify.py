@@ -1,0 +1,97 @@
+"""Verify stage: the service answers /v1/models with the planned name and length, and completes.
+
+Runs from the controller over the host's shell, so it works whatever firewall
+sits in front of the port. It shows progress while vLLM loads, and when the
+unit dies or the deadline passes it prints the journal and fails the host.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+
+import gevent
+from pyinfra import host, logger
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import OperationError
+from pyinfra.operations import python
+
+from plan.service import ServicePlan
+
+POLL_SECONDS = 2.0
+PROGRESS_SECONDS = 10.0
+
+
+def _run(command: str) -> tuple[bool, str]:
+    ok, output = host.run_shell_command(command)
+    return ok, "\n".join(output.stdout_lines)
+
+
+def _unit_state(unit: str) -> dict[str, str]:
+    _, text = _run(f"systemctl show -p ActiveState,SubState,NRestarts,Result {unit}.service")
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def _http(plan: ServicePlan, path: str, payload: dict | None = None) -> tuple[str, str]:
+    """(status code, body) of a request made with curl on the host, over loopback."""
+    url = f"http://127.0.0.1:{plan.port}{path}"
+    data = f" -H 'Content-Type: application/json' --data {shlex.quote(json.dumps(payload))}" if payload else ""
+    ok, text = _run(f"curl -sS -m 30 -w '\\n%{{http_code}}' {url}{data} 2>/dev/null || true")
+    body, _, code = text.rpartition("\n")
+    return code.strip() or "000", body
+
+
+def _fail(plan: ServicePlan, message: str) -> None:
+    _, journal = _run(f"journalctl -u {plan.unit}.service -n 40 --no-pager -o cat")
+    raise OperationError(f"{message}\n--- last journal lines of {plan.unit}.service ---\n{journal}")
+
+
+def wait_until_serving(plan: ServicePlan) -> None:
+    """Poll until /v1/models answers, then check it and a one-token completion."""
+    start = time.monotonic()
+    last_report = 0.0
+    restarts_at_start = _unit_state(plan.unit).get("NRestarts", "0")
+    while True:
+        elapsed = time.monotonic() - start
+        code, body = _http(plan, "/v1/models")
+        if code == "200":
+            break
+        state = _unit_state(plan.unit)
+        if state.get("ActiveState") == "failed" or state.get("NRestarts", "0") != restarts_at_start:
+            _fail(plan, f"{plan.unit}.service died while starting ({state.get('Result')}, "
+                        f"{state.get('NRestarts')} restarts)")
+        if elapsed > plan.verify_timeout:
+            _fail(plan, f"{plan.unit}.service not serving after {plan.verify_timeout}s "
+                        f"({state.get('ActiveState')}/{state.get('SubState')})")
+        if elapsed - last_report >= PROGRESS_SECONDS:
+            last_report = elapsed
+            logger.info(f"[{host.name}] waiting for vLLM: {elapsed:.0f}s, unit "
+                        f"{state.get('ActiveState')}/{state.get('SubState')}, /v1/models -> {code}")
+        gevent.sleep(POLL_SECONDS)
+
+    models = json.loads(body).get("data", [])
+    served = {m.get("id"): m for m in models}
+    if plan.served_name not in served:
+        _fail(plan, f"/v1/models lists {sorted(served)}, not the planned '{plan.served_name}'")
+    length = served[plan.served_name].get("max_model_len")
+    if length != plan.max_model_len:
+        _fail(plan, f"/v1/models reports max_model_len {length}, the plan says {plan.max_model_len}")
+    payload = {"model": plan.served_name, "prompt": plan.verify_prompt, "max_tokens": 1, "temperature": 0}
+    code, body = _http(plan, "/v1/completions", payload)
+    choices = json.loads(body).get("choices") if code == "200" else None
+    if not choices:
+        _fail(plan, f"completion failed: HTTP {code}: {body[:300]}")
+    logger.info(f"[{host.name}] vLLM serving '{plan.served_name}' (max_model_len {length}) after "
+                f"{time.monotonic() - start:.0f}s; completion: {choices[0].get('text')!r}")
+
+
+@deploy("Verify vLLM")
+def verify(plan: ServicePlan, when=None) -> None:
+    """Verify now, or only when `when()` is true at execution time (after a change)."""
+    python.call(
+        name=f"Verify {plan.served_name} on port {plan.port}",
+        function=wait_until_serving,
+        plan=plan,
+        _if=when,
+    )
