@@ -1,0 +1,10 @@
+"""Check a deployed service without changing anything: `pyinfra inventory/prod.py verify.py`.
+
+Plans each host exactly as deploy.py does, then waits for /v1/models and a
+one-token completion, showing the journal if the unit is dead.
+"""
+
+from tasks.host_plan import plan_for_current_host
+from tasks.verify import verify
+
+verify(plan_for_current_host())
