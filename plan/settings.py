@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = ROOT / "group_data" / "all.py"
 
 MODEL_SOURCES = ("modelscope", "huggingface", "local")
-RUNTIMES = ("venv",)
+RUNTIMES = ("venv", "docker")
 DEVICES = ("auto", "cuda", "cpu")
 DTYPES = ("auto", "float16", "bfloat16", "float32", "half")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
@@ -72,6 +72,7 @@ class Settings:
     vllm_pip_extra_packages: tuple[str, ...]
     vllm_pip_remove_packages: tuple[str, ...] | None
     vllm_wheelhouse: str | None
+    vllm_docker_image: str | None
     mirror_preset: str
     pip_index_url: str | None
     vllm_host: str
@@ -243,6 +244,7 @@ def load_settings(data: Mapping[str, Any]) -> Settings:
         vllm_pip_extra_packages=c.strings("vllm_pip_extra_packages"),
         vllm_pip_remove_packages=c.strings("vllm_pip_remove_packages", optional=True),
         vllm_wheelhouse=wheelhouse,
+        vllm_docker_image=c.text("vllm_docker_image", optional=True),
         mirror_preset=preset_name,
         pip_index_url=pip_index_url,
         vllm_host=c.text("vllm_host"),

@@ -17,13 +17,14 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 def service_unit(plan: ServicePlan, restart_when: list[OperationMeta] | None = None) -> OperationMeta:
     """Render and (re)start the unit; restarted when it or any of `restart_when` changes."""
     changes = list(restart_when or [])
+    group = "root" if plan.runtime == "docker" else plan.user
     if plan.chat_template_source:
         changes.append(files.put(
             name="Chat template",
             src=plan.chat_template_source,
             dest=[a for a in plan.argv if a.endswith(".jinja")][-1],
             user="root",
-            group=plan.user,
+            group=group,
             mode="640",
         ))
     changes.append(files.template(
@@ -31,7 +32,7 @@ def service_unit(plan: ServicePlan, restart_when: list[OperationMeta] | None = N
         src=str(TEMPLATES / "vllm.env.j2"),
         dest=plan.env_file,
         user="root",
-        group=plan.user,
+        group=group,
         mode="640",
         plan=plan,
     ))
@@ -45,6 +46,16 @@ def service_unit(plan: ServicePlan, restart_when: list[OperationMeta] | None = N
         plan=plan,
     )
     changes.append(unit)
+    if plan.docker_script:
+        files.template(
+            name="Standalone docker run script",
+            src=str(TEMPLATES / "docker-run.sh.j2"),
+            dest=plan.docker_script,
+            user="root",
+            group="root",
+            mode="755",
+            plan=plan,
+        )
     return systemd.service(
         name=f"{plan.unit}.service enabled and running",
         service=f"{plan.unit}.service",
