@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
+import time
 from io import BytesIO
 from pathlib import Path
 
-from pyinfra import host
+import gevent
+from pyinfra import host, logger
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import OperationError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import FileContents
-from pyinfra.operations import files, server
+from pyinfra.operations import apt, files, pip, python, server
 
 from plan.service import ServicePlan
 
 MANIFEST = ".vllm-deploy-manifest.sha256"
 MARKER = ".vllm-deploy-complete"
+DOWNLOAD_UNIT = "vllm-model-download"
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
 def local_manifest(root: str | Path) -> str:
@@ -73,24 +79,65 @@ def model_files(plan: ServicePlan) -> list[OperationMeta]:
 
 
 def download(plan: ServicePlan) -> list[OperationMeta]:
-    """Render and run the hub download on the host (ModelScope or a Hugging Face endpoint)."""
+    """Download from ModelScope or a Hugging Face endpoint in a systemd oneshot on the host.
+
+    The download outlives a dropped SSH session, resumes where it stopped (both hub
+    CLIs skip complete files), and runs once per host whatever the parallel size.
+    """
     model = plan.model
     marker = host.get_fact(FileContents, path=f"{model.host_dir}/{MARKER}")
     if marker:
         return []
-    revision = f" --revision {model.revision}" if model.revision else ""
+    hub_venv = f"{plan.prefix}/hub-venv"
+    package = "modelscope" if model.source == "modelscope" else "huggingface_hub"
+    apt.packages(name="Python virtualenv support", packages=["python3-venv"], update=True, cache_time=86400)
+    pip.packages(name=f"{package} CLI", packages=[package], virtualenv=hub_venv,
+                 extra_install_args=f"--index-url {plan.install.index_url}" if plan.install.index_url else None)
+    files.template(
+        name="Model download unit",
+        src=str(TEMPLATES / "model-download.service.j2"),
+        dest=f"/etc/systemd/system/{DOWNLOAD_UNIT}.service",
+        mode="644",
+        plan=plan,
+        command=download_command(plan, hub_venv),
+        marker=MARKER,
+    )
+    return [python.call(name=f"Download {model.name} from {model.source}", function=run_download, plan=plan)]
+
+
+def download_command(plan: ServicePlan, hub_venv: str) -> str:
+    """The hub CLI command line that fills the model directory."""
+    model = plan.model
     if model.source == "modelscope":
-        command = f"{plan.venv}/bin/modelscope download --model {model.name} --local_dir {model.host_dir}{revision}"
-        package = "modelscope"
+        command = [f"{hub_venv}/bin/modelscope", "download", "--model", model.name, "--local_dir", model.host_dir]
     else:
-        command = f"{plan.venv}/bin/hf download {model.name} --local-dir {model.host_dir}{revision}"
-        package = "huggingface_hub[cli]"
-    env = f"HF_ENDPOINT={model.hf_endpoint} " if model.hf_endpoint else ""
-    return [server.shell(
-        name=f"Download {model.name} from {model.source}",
-        commands=[
-            f"{plan.venv}/bin/pip install -q '{package}'",
-            f"mkdir -p {model.host_dir} && {env}{command}",
-            f"test -f {model.host_dir}/config.json && date -u +%FT%TZ > {model.host_dir}/{MARKER}",
-        ],
-    )]
+        command = [f"{hub_venv}/bin/hf", "download", model.name, "--local-dir", model.host_dir]
+    if model.revision:
+        command += ["--revision", model.revision]
+    return shlex.join(command)
+
+
+def run_download(plan: ServicePlan) -> None:
+    """Start the oneshot and show bytes and rate until it finishes; fail with its journal."""
+    unit = f"{DOWNLOAD_UNIT}.service"
+    host.run_shell_command(f"systemctl daemon-reload && systemctl start --no-block {unit}")
+    start = last_time = time.monotonic()
+    last_bytes = 0.0
+    while True:
+        gevent.sleep(5)
+        _, out = host.run_shell_command(
+            f"systemctl show -p ActiveState,Result {unit}; du -sb {plan.model.host_dir} 2>/dev/null | cut -f1")
+        lines = out.stdout_lines
+        state = dict(line.split("=", 1) for line in lines if "=" in line)
+        size = float(next((line for line in lines if line.isdigit()), 0))
+        now = time.monotonic()
+        rate = (size - last_bytes) / max(now - last_time, 1e-6)
+        last_bytes, last_time = size, now
+        logger.info(f"[{host.name}] downloading {plan.model.name}: {size / 2**30:.2f} GiB, "
+                    f"{rate / 2**20:.1f} MiB/s, {now - start:.0f}s")
+        if state.get("ActiveState") in ("inactive", "failed"):
+            if state.get("Result") != "success":
+                _, journal = host.run_shell_command(f"journalctl -u {unit} -n 30 --no-pager -o cat")
+                raise OperationError(f"model download failed ({state.get('Result')}):\n"
+                                     + "\n".join(journal.stdout_lines))
+            return
