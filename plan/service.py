@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import sizing
 from plan.settings import Settings
+from sizing.catalog import CatalogError, find_gpu
 
 ENTRYPOINT = ("-m", "vllm.entrypoints.openai.api_server")
 CONTAINER_MODEL_DIR = "/models"
@@ -193,16 +194,32 @@ def _fit_request(settings: Settings, facts: Any, device: str, model: Any) -> Any
     if len(names) > 1:
         raise PlanError(f"mixed GPU models on one host ({', '.join(sorted(names))}); "
                         "set CUDA_VISIBLE_DEVICES through vllm_env to one model")
-    smallest = min(gpus, key=lambda g: g.memory_total_mib)
-    topology = getattr(facts, "topology", None)
-    p2p = getattr(topology, "p2p", None) if topology is not None else None
+    sizes = [g.memory_total_mib for g in gpus if g.memory_total_mib]
     return sizing.FitRequest(
-        gpu=smallest.name,
+        gpu=gpus[0].name,
         gpus=len(gpus),
-        gpu_memory_gib=smallest.memory_total_mib / 1024,
-        p2p=p2p,
+        gpu_memory_gib=torch_visible_gib(gpus[0].name, min(sizes)) if sizes else None,
+        p2p=getattr(facts, "p2p", None),
         **common,
     )
+
+
+def torch_visible_gib(gpu_name: str, smi_total_mib: int) -> float | None:
+    """GPU memory as torch reports it, given nvidia-smi's total.
+
+    nvidia-smi counts memory the driver keeps for itself (about 1.5-2.5 %), torch
+    does not. The catalog holds torch's figure for stock cards, so it wins unless
+    the card is clearly not stock (a 22 GB modded 2080 Ti), then the reserve is
+    taken off nvidia-smi's figure (22528 MiB -> 21.48 GiB, as seed 000 logged).
+    """
+    smi_gib = smi_total_mib / 1024
+    try:
+        catalog_gib = find_gpu(gpu_name).memory_gib
+    except CatalogError:
+        catalog_gib = None
+    if catalog_gib is not None and catalog_gib <= smi_gib <= catalog_gib * 1.06:
+        return None
+    return round(smi_gib * (21.48 / 22.0), 2)
 
 
 def _chat_template(settings: Settings) -> tuple[str | None, str | None]:
