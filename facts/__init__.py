@@ -1,0 +1,1 @@
+"""Host facts: exact commands (commands), pure parsers (parsers), pyinfra facts (host), gathering (gather)."""

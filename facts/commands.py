@@ -1,0 +1,85 @@
+"""The exact shell commands behind every host fact.
+
+Kept in one pure module so the pyinfra fact classes, the recorded host profiles
+and the tests all use the same strings: a fake host answers a command only if
+its recorded output is keyed by the text that will really be sent.
+
+Every command merges stderr into stdout and ends in `|| true`, so a missing tool
+("nvidia-smi: not found") or a driver that is not loaded comes back as text the
+parsers classify, instead of a failed fact that would stop the host.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable
+
+GPU_QUERY_FIELDS = "index,name,uuid,memory.total,memory.used,memory.free,compute_cap,driver_version,pci.bus_id"
+# Drivers before compute_cap existed reject the whole query, so the fallback asks without it.
+GPU_QUERY_LEGACY_FIELDS = GPU_QUERY_FIELDS.replace(",compute_cap", "")
+GPU_QUERY = f"nvidia-smi --query-gpu={GPU_QUERY_FIELDS} --format=csv,noheader,nounits"
+GPU_QUERY_LEGACY = f"nvidia-smi --query-gpu={GPU_QUERY_LEGACY_FIELDS} --format=csv,noheader,nounits"
+
+NVIDIA_GPUS = f"{GPU_QUERY} 2>&1 || {GPU_QUERY_LEGACY} 2>&1 || true"
+NVIDIA_SMI = "nvidia-smi 2>&1 || true"
+NVIDIA_TOPOLOGY = "nvidia-smi topo -m 2>&1 || true"
+# Without pciutils (minimal images) the same devices are read from sysfs,
+# one "sysfs SLOT CLASS DEVICE DRIVER" line each.
+NVIDIA_PCI = (
+    "if command -v lspci >/dev/null 2>&1; then lspci -nnk -d 10de: 2>&1; "
+    "else echo 'lspci: not found, reading sysfs'; "
+    "for d in /sys/bus/pci/devices/*; do [ \"$(cat \"$d/vendor\" 2>/dev/null)\" = 0x10de ] && "
+    "echo \"sysfs ${d##*/} $(cat \"$d/class\") $(cat \"$d/device\") "
+    "$(basename \"$(readlink \"$d/driver\")\" 2>/dev/null)\"; "
+    "done; fi; true"
+)
+NVIDIA_PCI_MARK = "lspci -nnk -d 10de:"
+NVIDIA_MODULE_VERSION = (
+    "cat /proc/driver/nvidia/version 2>/dev/null || cat /sys/module/nvidia/version 2>/dev/null || true"
+)
+OS_RELEASE = "cat /etc/os-release"
+MEMINFO = "cat /proc/meminfo"
+NPROC = "nproc"
+SHM_SIZE = "df -B1 --output=size /dev/shm 2>&1 || true"
+LISTENING_TCP = "ss -ltnH 2>&1 || true"
+KERNEL_MODULES = "cat /proc/modules 2>&1 || true"
+SECURE_BOOT = "mokutil --sb-state 2>&1 || true"
+DOCKER_INFO = "docker info --format '{{json .}}' 2>&1 || true"
+
+DISK_SPACE_MARK = "df -B1 --output=avail,size"
+DPKG_MARK = "dpkg-query -W -f="
+MODEL_CONFIG_MARK = "/config.json"
+
+# Packages whose versions the plan reads: driver, container runtime, Python tooling.
+DPKG_PACKAGES: tuple[str, ...] = (
+    "nvidia-driver-*",
+    "nvidia-utils-*",
+    "nvidia-dkms-*",
+    "cuda-drivers*",
+    "nvidia-fabricmanager-*",
+    "nvidia-container-toolkit",
+    "docker-ce",
+    "docker.io",
+    "python3",
+    "python3-venv",
+    "python3-pip",
+)
+
+
+def disk_space(path: str) -> str:
+    """df of the nearest existing parent, because the model dir usually does not exist yet."""
+    return (
+        f"p={shlex.quote(path)}; while [ ! -e \"$p\" ]; do p=$(dirname \"$p\"); done; "
+        f"echo \"$p\"; {DISK_SPACE_MARK} \"$p\" 2>&1 || true"
+    )
+
+
+def dpkg_versions(packages: Iterable[str] = DPKG_PACKAGES) -> str:
+    """Version and state of each package (patterns allowed); unknown names only print to stderr."""
+    names = " ".join(shlex.quote(name) for name in packages)
+    return f"{DPKG_MARK}'${{Package}} ${{Version}} ${{db:Status-Abbrev}}\\n' {names} 2>/dev/null || true"
+
+
+def model_config(path: str) -> str:
+    """The model's config.json, or nothing when the model is not on the host yet."""
+    return f"cat {shlex.quote(path.rstrip('/') + MODEL_CONFIG_MARK)} 2>/dev/null || true"

@@ -1,0 +1,38 @@
+"""Collect every host fact the planner needs into one pure HostFacts value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from facts import host as fact
+from facts.parsers import DiskUsage, HostFacts
+
+
+def gather_host_facts(host: Any, model_dir: str, ports: list[int]) -> HostFacts:
+    """Ask the host once for each fact; `host` is pyinfra's current Host.
+
+    `ports` are the ports the deploy wants; all listeners are gathered anyway so
+    port_in_use() answers for any port without another round trip.
+    """
+    disks: dict[str, DiskUsage] = {}
+    usage = host.get_fact(fact.DiskSpace, path=model_dir)
+    if usage is not None:
+        disks[model_dir] = usage
+    return HostFacts(
+        os=host.get_fact(fact.OsRelease),
+        mem_total_bytes=host.get_fact(fact.MemTotal),
+        cpu_count=host.get_fact(fact.CpuCount),
+        gpu_query=host.get_fact(fact.NvidiaGpus),
+        smi=host.get_fact(fact.NvidiaSmi),
+        topology=host.get_fact(fact.NvidiaTopology),
+        pci=host.get_fact(fact.NvidiaPciDevices),
+        disks=disks,
+        shm_bytes=host.get_fact(fact.ShmSize),
+        listening=host.get_fact(fact.ListeningPorts),
+        modules=host.get_fact(fact.KernelModules),
+        nvidia_module=host.get_fact(fact.NvidiaKernelModule),
+        secure_boot=host.get_fact(fact.SecureBoot),
+        packages=host.get_fact(fact.DebPackageVersions),
+        docker=host.get_fact(fact.DockerInfo),
+        model_config=host.get_fact(fact.ModelConfig, path=model_dir),
+    )

@@ -1,0 +1,211 @@
+"""pyinfra facts for GPU hosts: one command each, parsed by facts.parsers.
+
+Thin on purpose: the command text lives in facts.commands and the parsing in
+facts.parsers, so recorded outputs exercise exactly what a real host runs.
+Every command succeeds even when its tool is missing (a fresh server has no
+nvidia-smi), so gathering never fails a host; the parsed status says why.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyinfra.api import FactBase
+
+from facts import commands, parsers
+
+
+class NvidiaGpus(FactBase[parsers.GpuQuery]):
+    """GPUs the NVIDIA driver sees (memory, compute capability, driver), or why none."""
+
+    def command(self) -> str:
+        return commands.NVIDIA_GPUS
+
+    @staticmethod
+    def default() -> parsers.GpuQuery:
+        return parsers.GpuQuery(status="empty")
+
+    def process(self, output: list[str]) -> parsers.GpuQuery:
+        return parsers.parse_gpu_query(output)
+
+
+class NvidiaSmi(FactBase[parsers.SmiSummary]):
+    """Driver version and the newest CUDA the driver supports, from plain nvidia-smi."""
+
+    def command(self) -> str:
+        return commands.NVIDIA_SMI
+
+    @staticmethod
+    def default() -> parsers.SmiSummary:
+        return parsers.SmiSummary(status="empty")
+
+    def process(self, output: list[str]) -> parsers.SmiSummary:
+        return parsers.parse_nvidia_smi(output)
+
+
+class NvidiaTopology(FactBase[parsers.Topology]):
+    """GPU interconnect matrix (NVLink, PCIe switch, host bridge, cross-socket)."""
+
+    def command(self) -> str:
+        return commands.NVIDIA_TOPOLOGY
+
+    @staticmethod
+    def default() -> parsers.Topology:
+        return parsers.Topology(status="empty")
+
+    def process(self, output: list[str]) -> parsers.Topology:
+        return parsers.parse_topology(output)
+
+
+class NvidiaPciDevices(FactBase[parsers.PciScan]):
+    """NVIDIA cards on the PCI bus and the kernel driver bound to each; works before any driver."""
+
+    def command(self) -> str:
+        return commands.NVIDIA_PCI
+
+    @staticmethod
+    def default() -> parsers.PciScan:
+        return parsers.PciScan(status="ok")
+
+    def process(self, output: list[str]) -> parsers.PciScan:
+        return parsers.parse_lspci(output)
+
+
+class NvidiaKernelModule(FactBase[parsers.NvidiaModule | None]):
+    """Version of the loaded nvidia kernel module, None when it is not loaded."""
+
+    def command(self) -> str:
+        return commands.NVIDIA_MODULE_VERSION
+
+    def process(self, output: list[str]) -> parsers.NvidiaModule | None:
+        return parsers.parse_nvidia_module_version(output)
+
+
+class OsRelease(FactBase[parsers.OsRelease | None]):
+    """Distribution id, version and codename from /etc/os-release."""
+
+    def command(self) -> str:
+        return commands.OS_RELEASE
+
+    def process(self, output: list[str]) -> parsers.OsRelease | None:
+        return parsers.parse_os_release(output)
+
+
+class MemTotal(FactBase[int | None]):
+    """Physical memory in bytes."""
+
+    def command(self) -> str:
+        return commands.MEMINFO
+
+    def process(self, output: list[str]) -> int | None:
+        return parsers.parse_meminfo_total(output)
+
+
+class CpuCount(FactBase[int | None]):
+    """CPUs available to processes (nproc honours cgroup/affinity limits)."""
+
+    def command(self) -> str:
+        return commands.NPROC
+
+    def process(self, output: list[str]) -> int | None:
+        return parsers.parse_nproc(output)
+
+
+class DiskSpace(FactBase[parsers.DiskUsage | None]):
+    """Free and total bytes where `path` will live (its nearest existing parent)."""
+
+    def command(self, path: str) -> str:
+        return commands.disk_space(path)
+
+    def process(self, output: list[str]) -> parsers.DiskUsage | None:
+        return parsers.parse_df(output)
+
+
+class ShmSize(FactBase[int | None]):
+    """Size of /dev/shm in bytes (NCCL and the docker runtime need room there)."""
+
+    def command(self) -> str:
+        return commands.SHM_SIZE
+
+    def process(self, output: list[str]) -> int | None:
+        return parsers.parse_df_size(output)
+
+
+class ListeningPorts(FactBase[parsers.ListeningPorts]):
+    """TCP ports something already listens on."""
+
+    def command(self) -> str:
+        return commands.LISTENING_TCP
+
+    @staticmethod
+    def default() -> parsers.ListeningPorts:
+        return parsers.ListeningPorts(status="ok")
+
+    def process(self, output: list[str]) -> parsers.ListeningPorts:
+        return parsers.parse_ss_listening(output)
+
+
+class KernelModules(FactBase[parsers.KernelModules]):
+    """Loaded kernel modules (nouveau must go before the NVIDIA driver can bind)."""
+
+    def command(self) -> str:
+        return commands.KERNEL_MODULES
+
+    @staticmethod
+    def default() -> parsers.KernelModules:
+        return parsers.KernelModules(status="ok")
+
+    def process(self, output: list[str]) -> parsers.KernelModules:
+        return parsers.parse_modules(output)
+
+
+class SecureBoot(FactBase[str]):
+    """enabled / disabled / unsupported / unknown (no mokutil)."""
+
+    def command(self) -> str:
+        return commands.SECURE_BOOT
+
+    @staticmethod
+    def default() -> str:
+        return "unknown"
+
+    def process(self, output: list[str]) -> str:
+        return parsers.parse_secure_boot(output)
+
+
+class DebPackageVersions(FactBase[dict[str, parsers.DebPackage]]):
+    """Versions and dpkg states of the packages of interest (glob patterns allowed)."""
+
+    def command(self, packages: tuple[str, ...] = commands.DPKG_PACKAGES) -> str:
+        return commands.dpkg_versions(packages)
+
+    @staticmethod
+    def default() -> dict[str, parsers.DebPackage]:
+        return {}
+
+    def process(self, output: list[str]) -> dict[str, parsers.DebPackage]:
+        return parsers.parse_dpkg_versions(output)
+
+
+class DockerInfo(FactBase[parsers.DockerState]):
+    """Docker engine state and runtimes (is the nvidia runtime registered?)."""
+
+    def command(self) -> str:
+        return commands.DOCKER_INFO
+
+    @staticmethod
+    def default() -> parsers.DockerState:
+        return parsers.DockerState(status="empty")
+
+    def process(self, output: list[str]) -> parsers.DockerState:
+        return parsers.parse_docker_info(output)
+
+
+class ModelConfig(FactBase[dict[str, Any] | None]):
+    """config.json of a model directory on the host, None when the model is not there yet."""
+
+    def command(self, path: str) -> str:
+        return commands.model_config(path)
+
+    def process(self, output: list[str]) -> dict[str, Any] | None:
+        return parsers.parse_json_object(output)
