@@ -1,0 +1,140 @@
+"""``python -m sizing``: fit a model to GPUs, list the catalogs. Exit 0 fits, 3 does not fit, 2 bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from sizing.errors import SizingError
+from sizing.fit import FitRequest, FitResult, fit
+from sizing.versions import PINNED_VLLM_VERSION
+
+EXIT_FITS, EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT = 0, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad input as exit 2 with the option named (its default, kept explicit)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m sizing", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("fit", help="will this model fit, with which vLLM settings, and why")
+    f.add_argument("--model", required=True, help="catalog id/alias or a local model directory")
+    f.add_argument("--gpu", help="GPU name as nvidia-smi prints it, or an alias (4090, A100-80GB, T4 ...)")
+    f.add_argument("--gpus", type=int, default=1, help="GPUs per node (default 1)")
+    f.add_argument("--gpu-memory-gib", type=float, help="memory per GPU when it differs from the catalog")
+    f.add_argument("--nodes", type=int, default=1)
+    f.add_argument("--tensor-parallel-size", type=int)
+    f.add_argument("--pipeline-parallel-size", type=int)
+    f.add_argument("--dtype")
+    f.add_argument("--quantization")
+    f.add_argument("--kv-cache-dtype")
+    f.add_argument("--gpu-memory-utilization", type=float)
+    f.add_argument("--max-model-len", type=int)
+    f.add_argument("--max-num-batched-tokens", type=int)
+    f.add_argument("--max-num-seqs", type=int)
+    f.add_argument("--block-size", type=int)
+    f.add_argument("--enforce-eager", action="store_true", default=None)
+    f.add_argument("--no-p2p", dest="p2p", action="store_false", default=None, help="GPUs cannot talk peer to peer")
+    f.add_argument("--use-all-gpus", action="store_true", help="largest valid TP instead of the smallest that fits")
+    f.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    f.add_argument("--cpu-memory-gib", type=float, help="host memory for --device cpu")
+    f.add_argument("--kv-cache-memory-bytes", type=int, help="explicit KV cache size (CPU backend)")
+    f.add_argument("--vllm-version", help=f"target vLLM version (default {PINNED_VLLM_VERSION})")
+    f.add_argument("--json", action="store_true", help="print one JSON object")
+    sub.add_parser("gpus", help="list the GPU catalog")
+    sub.add_parser("models", help="list the model catalog")
+    return parser
+
+
+def _table(result: FitResult) -> str:
+    verdict = {"ok": "FITS", "kv_too_small": "DOES NOT FIT (KV cache too small)", "oom": "DOES NOT FIT (out of memory)"}
+    rows = [
+        ("verdict", verdict[result.outcome]),
+        ("model", result.model),
+        ("gpu", result.gpu or "-"),
+        ("vLLM", result.vllm_version),
+        ("tensor x pipeline", f"{result.tensor_parallel_size} x {result.pipeline_parallel_size}"),
+        ("dtype / kv cache", f"{result.dtype} / {result.kv_cache_dtype}"),
+        ("gpu memory utilization", f"{result.gpu_memory_utilization:g}"),
+        ("max model len", f"{result.max_model_len:,}"),
+        ("weights per GPU", f"{result.weights_gib:.2f} GiB"),
+        ("activation peak", f"{result.activation_gib:.2f} GiB"),
+        ("KV cache per GPU", f"{result.kv_cache_gib:.2f} GiB"),
+        ("KV cache tokens", f"{result.kv_cache_tokens:,}"),
+        ("max concurrency", f"{result.max_concurrency:.2f}x"),
+        ("largest context that fits", f"{result.max_model_len_fit:,}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
+    lines.append("")
+    lines.append("why:")
+    lines += [f"  - {r}" for r in result.reasons]
+    if result.suggestions:
+        lines.append("ways out:" if not result.fits else "also consider:")
+        lines += [f"  - {s}" for s in result.suggestions]
+    lines.append("")
+    lines.append("vllm serve MODEL " + " ".join(result.vllm_args))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "gpus":
+            from sizing.catalog import find_gpu, gpu_names
+
+            for name in gpu_names():
+                gpu = find_gpu(name)
+                cc = ".".join(map(str, gpu.compute_capability))
+                print(f"{gpu.name:40} {gpu.memory_gib:7.2f} GiB  cc {cc}  {', '.join(gpu.aliases)}")
+            return EXIT_FITS
+        if args.command == "models":
+            from sizing.catalog import find_model, model_ids
+
+            for model_id in model_ids():
+                entry = find_model(model_id)
+                print(f"{entry.id:50} {entry.quantization or '-':8} {', '.join(entry.aliases)}")
+            return EXIT_FITS
+        request = FitRequest(
+            model=args.model,
+            gpu=args.gpu,
+            gpus=args.gpus,
+            gpu_memory_gib=args.gpu_memory_gib,
+            nodes=args.nodes,
+            tensor_parallel_size=args.tensor_parallel_size,
+            pipeline_parallel_size=args.pipeline_parallel_size,
+            dtype=args.dtype,
+            quantization=args.quantization,
+            kv_cache_dtype=args.kv_cache_dtype,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            max_model_len=args.max_model_len,
+            max_num_batched_tokens=args.max_num_batched_tokens,
+            max_num_seqs=args.max_num_seqs,
+            enforce_eager=args.enforce_eager,
+            vllm_version=args.vllm_version,
+            p2p=args.p2p,
+            device=args.device,
+            cpu_memory_gib=args.cpu_memory_gib,
+            kv_cache_memory_bytes=args.kv_cache_memory_bytes,
+            block_size=args.block_size,
+            use_all_gpus=args.use_all_gpus,
+        )
+        result = fit(request)
+    except SizingError as exc:
+        flag = "--" + exc.field.replace("_", "-")
+        sys.stderr.write(f"error: {flag}: {exc.message}\n")
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        print(_table(result))
+    return EXIT_FITS if result.fits else EXIT_DOES_NOT_FIT
