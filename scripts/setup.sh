@@ -20,5 +20,6 @@ if [ "${1:-}" = "--lab" ]; then
   fi
   scripts/hostlab-deps.sh
   scripts/wheelhouse.sh >/dev/null
-  scripts/controller-vllm.sh >/dev/null
+  python=$(scripts/controller-vllm.sh)
+  "$python" scripts/build_tiny_model.py "${VLLM_DEPLOY_CACHE:-/var/cache/vllm-deploy}/models/tiny-llama" >/dev/null
 fi

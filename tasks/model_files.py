@@ -135,6 +135,8 @@ def run_download(plan: ServicePlan) -> None:
         last_bytes, last_time = size, now
         logger.info(f"[{host.name}] downloading {plan.model.name}: {size / 2**30:.2f} GiB, "
                     f"{rate / 2**20:.1f} MiB/s, {now - start:.0f}s")
+        if "ActiveState" not in state:
+            raise OperationError(f"cannot read the state of {unit} (systemctl show printed {lines!r})")
         if state.get("ActiveState") in ("inactive", "failed"):
             if state.get("Result") != "success":
                 _, journal = host.run_shell_command(f"journalctl -u {unit} -n 30 --no-pager -o cat")

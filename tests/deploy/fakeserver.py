@@ -1,0 +1,70 @@
+"""Whole deploys against recorded GPU servers: plan in-process, then the real pyinfra CLI on `@fake` hosts.
+
+A recorded profile answers the fact commands; `serving_responses` adds what a
+server that has the model and answers on its port prints (the /v1/models body
+has the shape vLLM 0.32 returns), so the run goes through every stage, verify
+included, and the files it would upload are kept for the assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from pyinfra.context import ctx_host, ctx_state
+
+from facts.gather import gather_host_facts
+from plan.service import ServicePlan, build_plan
+from plan.settings import load_settings
+from tasks.model_files import MARKER
+from tests.fakehosts import fake_host_data, make_fake_state, write_inventory
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def plan_for(profile: str, data: dict[str, Any], state: str = "converged") -> ServicePlan:
+    """The plan deploy.py computes for this recorded host, computed here without the CLI."""
+    fake = make_fake_state([("h", fake_host_data(profile, state))])
+    host = fake.inventory.get_host("@fake/h")
+    with ctx_state.use(fake), ctx_host.use(host):
+        settings = load_settings(data)
+        facts = gather_host_facts(host, model_dir=settings.model_dir, ports=[settings.vllm_port])
+        return build_plan(settings, facts, host.name)
+
+
+def serving_responses(plan: ServicePlan) -> dict[str, Any]:
+    """Answers of a host that already holds the model and serves it as planned."""
+    models = {"object": "list", "data": [{
+        "id": plan.served_name, "object": "model", "created": 1763884800, "owned_by": "vllm",
+        "root": plan.model.host_dir, "parent": None, "max_model_len": plan.max_model_len,
+        "permission": [],
+    }]}
+    completion = {"id": "cmpl-1", "object": "text_completion", "model": plan.served_name,
+                  "choices": [{"index": 0, "text": " Hi", "finish_reason": "length"}]}
+    return {
+        "uname -s": "Linux",
+        "command -v useradd": "/usr/sbin/useradd",
+        f"{plan.model.host_dir}/{MARKER}": "2026-11-20T08:00:00Z",
+        f"127.0.0.1:{plan.port}/v1/models": json.dumps(models) + "\n200",
+        f"127.0.0.1:{plan.port}/v1/completions": json.dumps(completion) + "\n200",
+        f"NRestarts,Result {plan.unit}.service": ["ActiveState=active", "SubState=running", "NRestarts=0",
+                                                   "Result=success"],
+    }
+
+
+def run_fake_deploy(tmp: Path, profile: str, data: dict[str, Any], plan: ServicePlan | None,
+                    state: str = "converged", *args: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """Run `pyinfra INVENTORY deploy.py -y ARGS` on one fake host; returns the run and its files dir."""
+    extra = dict(data)
+    if plan is not None:
+        extra["fake_responses"] = serving_responses(plan)
+    inventory = write_inventory(tmp / "inventory.py", [("gpu", profile, state)], extra)
+    env = {**os.environ, "PYINFRA_FAKE_DELAY": "0", "PYINFRA_FAKE_DELAY_JITTER": "0"}
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "fakerun.py"), str(tmp / "out"), str(inventory),
+                           "deploy.py", "-y", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    return proc, tmp / "out" / "gpu"

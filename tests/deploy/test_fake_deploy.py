@@ -1,0 +1,141 @@
+"""Whole deploys on the seeds' GPU servers (recorded outputs, pyinfra's @fake connector).
+
+Each case plans in-process, then runs the real pyinfra CLI with deploy.py and
+checks the operations it ran and the files it rendered against that plan.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from plan.service import PlanError
+from tests.deploy.fakeserver import plan_for, run_fake_deploy
+
+SEED_000 = {
+    "model": "deepseek-ai/DeepSeek-R1-0528-Qwen3-8B",
+    "vllm_served_model_name": "coder",
+    "vllm_tensor_parallel_size": 4,
+    "vllm_dtype": "float16",
+    "vllm_gpu_memory_utilization": 0.93,
+    "vllm_max_model_len": 65536,
+    "vllm_max_num_batched_tokens": 8192,
+    "vllm_enforce_eager": True,
+    "vllm_trust_remote_code": True,
+    "vllm_chat_template": "qwen3-programming",
+}
+
+
+def _flag(argv: tuple[str, ...], name: str) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv else None
+
+
+def _deploy(tmp_path: Path, profile: str, data: dict, plan) -> tuple[str, Path]:
+    proc, out = run_fake_deploy(tmp_path, profile, data, plan)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr, out
+
+
+def test_seed_000_four_2080ti_renders_the_articles_service(tmp_path: Path) -> None:
+    plan = plan_for("2080ti-x4-ubuntu2404", SEED_000)
+    argv = plan.argv
+    assert (_flag(argv, "--tensor-parallel-size"), _flag(argv, "--dtype")) == ("4", "float16")
+    assert (_flag(argv, "--max-model-len"), _flag(argv, "--gpu-memory-utilization")) == ("65536", "0.93")
+    assert "--enforce-eager" in argv and "--trust-remote-code" in argv
+    assert "--disable-custom-all-reduce" in argv, "no NVLink between these cards"
+    assert plan.env["NCCL_P2P_DISABLE"] == "1"
+    assert not {"--swap-space", "--disable-log-requests"} & set(argv), "flags 0.32 rejects"
+    assert plan.sizing["kv_cache_tokens"] >= 65536, "one full-length request must fit"
+
+    output, out = _deploy(tmp_path, "2080ti-x4-ubuntu2404", SEED_000, plan)
+    unit = (out / "files/etc/systemd/system/vllm.service").read_text()
+    assert f"ExecStart={plan.command_line}" in unit
+    assert "User=vllm" in unit and "Restart=on-failure" in unit and "After=network-online.target" in unit
+    env = (out / "files/etc/vllm/vllm.env").read_text()
+    assert 'NCCL_P2P_DISABLE="1"' in env and 'HF_HUB_OFFLINE="1"' in env
+    template = out / "files/etc/vllm/chat-template-qwen3-programming.jinja"
+    assert "<|im_start|>" in template.read_text()
+    assert _flag(argv, "--chat-template") == "/etc/vllm/chat-template-qwen3-programming.jinja"
+    commands = (out / "commands.txt").read_text()
+    assert "pip install vllm==0.32.0" in commands
+    assert "vLLM serving 'coder'" in output
+    assert "vLLM plan for" in output and "why" in output
+
+
+def test_4090_pair_refuses_qwq_fp16_before_any_change(tmp_path: Path) -> None:
+    data = {"model": "Qwen/QwQ-32B", "vllm_dtype": "float16", "vllm_tensor_parallel_size": 2}
+    with pytest.raises(PlanError, match="does not fit"):
+        plan_for("4090-x2-ubuntu2204", data)
+    proc, out = run_fake_deploy(tmp_path, "4090-x2-ubuntu2204", data, None)
+    assert proc.returncode != 0
+    assert "does not fit" in proc.stdout + proc.stderr and "way out" in proc.stdout + proc.stderr
+    commands = (out / "commands.txt").read_text()
+    assert "useradd" not in commands and "apt-get" not in commands and "pip install" not in commands
+    assert not (out / "files").exists()
+
+
+def test_4090_pair_serves_the_70b_awq_at_5200_not_16384(tmp_path: Path) -> None:
+    model = "Valdemardi/DeepSeek-R1-Distill-Llama-70B-AWQ"
+    with pytest.raises(PlanError, match="does not fit"):
+        plan_for("4090-x2-ubuntu2204", {"model": model, "vllm_max_model_len": 16384})
+    data = {"model": model, "vllm_max_model_len": 5200, "vllm_tensor_parallel_size": 2}
+    plan = plan_for("4090-x2-ubuntu2204", data)
+    assert _flag(plan.argv, "--quantization") in (None, "awq", "awq_marlin")
+    assert "--disable-custom-all-reduce" in plan.argv
+    _, out = _deploy(tmp_path, "4090-x2-ubuntu2204", data, plan)
+    assert "--max-model-len 5200" in (out / "files/etc/systemd/system/vllm.service").read_text()
+
+
+def test_t4_gets_float16_and_a_chosen_context(tmp_path: Path) -> None:
+    data = {"model": "Qwen/Qwen2.5-3B-Instruct"}
+    plan = plan_for("t4-x1-ubuntu2204", data)
+    assert _flag(plan.argv, "--dtype") == "float16"
+    assert any("bfloat16" in reason for reason in plan.sizing["reasons"])
+    assert 1024 <= plan.max_model_len <= 32768
+    _, out = _deploy(tmp_path, "t4-x1-ubuntu2204", data, plan)
+    assert "--dtype float16" in (out / "files/etc/systemd/system/vllm.service").read_text()
+
+
+def test_a100_nvlink_keeps_custom_all_reduce(tmp_path: Path) -> None:
+    data = {"model": "Qwen/Qwen3-235B-A22B"}
+    plan = plan_for("a100sxm-x8-ubuntu2204", data)
+    assert int(_flag(plan.argv, "--tensor-parallel-size")) * int(
+        _flag(plan.argv, "--pipeline-parallel-size") or 1) <= 8
+    assert "--disable-custom-all-reduce" not in plan.argv
+    assert "NCCL_P2P_DISABLE" not in plan.env
+    assert _flag(plan.argv, "--dtype") == "bfloat16"
+    _deploy(tmp_path, "a100sxm-x8-ubuntu2204", data, plan)
+
+
+def test_h100_docker_runtime_renders_foreground_container_and_script(tmp_path: Path) -> None:
+    data = {"model": "Qwen/Qwen3-8B", "vllm_runtime": "docker"}
+    plan = plan_for("h100-x1-ubuntu2404", data)
+    argv = plan.argv
+    assert argv[:4] == ("/usr/bin/docker", "run", "--rm", "--name")
+    assert "vllm/vllm-openai:v0.32.0" in argv and "--restart" not in argv
+    assert f"{plan.model.host_dir}:/models:ro" in argv
+    assert _flag(argv, "--dtype") == "bfloat16"
+    _, out = _deploy(tmp_path, "h100-x1-ubuntu2404", data, plan)
+    unit = (out / "files/etc/systemd/system/vllm.service").read_text()
+    assert "ExecStop=/usr/bin/docker stop" in unit and "Requires=docker.service" in unit
+    script = (out / "files/opt/vllm/docker-run.sh").read_text()
+    assert shlex.join(argv) in script
+    assert "docker image pull vllm/vllm-openai:v0.32.0" in (out / "commands.txt").read_text()
+
+
+@pytest.mark.parametrize("profile", ["4090-x2-ubuntu2204", "h100-x1-ubuntu2404"])
+def test_host_without_driver_is_refused_with_the_reason(profile: str) -> None:
+    with pytest.raises(PlanError, match="no working NVIDIA driver"):
+        plan_for(profile, {"model": "Qwen/Qwen3-8B"}, state="nodriver")
+
+
+def test_removed_flag_in_extra_args_names_the_replacement() -> None:
+    with pytest.raises(PlanError, match="--swap-space"):
+        plan_for("h100-x1-ubuntu2404", {"model": "Qwen/Qwen3-8B", "vllm_extra_args": ["--swap-space", "32"]})
+
+
+def test_cpu_host_under_auto_device_is_refused() -> None:
+    with pytest.raises(PlanError, match="vllm_device = 'cpu'"):
+        plan_for("debian12-cpu", {"model": "Qwen/Qwen3-8B"})
