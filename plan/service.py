@@ -310,6 +310,9 @@ def build_plan(settings: Settings, facts: Any, host: str, service_active: bool =
     remove = settings.vllm_pip_remove_packages
     if remove is None:
         remove = CPU_BUILD_BROKEN_PACKAGES if device == "cpu" else ()
+    apt_packages = InstallPlan.apt_packages
+    if device == "cpu":
+        apt_packages += ("libnuma1",)  # the CPU build's kernels link against it
     install = InstallPlan(
         package=f"{package}=={settings.vllm_version}",
         index_url=settings.pip_index_url,
@@ -317,6 +320,7 @@ def build_plan(settings: Settings, facts: Any, host: str, service_active: bool =
         wheelhouse_remote=f"{prefix}/wheelhouse" if settings.vllm_wheelhouse else None,
         remove_packages=tuple(remove),
         extra_packages=settings.vllm_pip_extra_packages,
+        apt_packages=apt_packages,
     )
     model_plan = ModelPlan(
         name=settings.model,

@@ -43,8 +43,11 @@ def _http(plan: ServicePlan, path: str, payload: dict | None = None) -> tuple[st
 
 
 def _fail(plan: ServicePlan, message: str) -> None:
-    _, journal = _run(f"journalctl -u {plan.unit}.service -n 40 --no-pager -o cat")
-    raise OperationError(f"{message}\n--- last journal lines of {plan.unit}.service ---\n{journal}")
+    journal_cmd = f"journalctl -u {plan.unit}.service -n 400 --no-pager -o cat"
+    _, errors = _run(f"{journal_cmd} | grep -E 'Error|error:|Exception|Killed|denied' | grep -v '^  File' | tail -n 12")
+    _, tail = _run(f"{journal_cmd} | tail -n 25")
+    raise OperationError(f"{message}\n--- errors in the journal of {plan.unit}.service ---\n{errors}"
+                         f"\n--- last journal lines ---\n{tail}")
 
 
 def wait_until_serving(plan: ServicePlan) -> None:

