@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# System packages the throwaway test-server lab needs (tests/hostlab): debootstrap builds the
+# System packages the throwaway test-server lab needs (hostlab): debootstrap builds the
 # Debian root filesystem, systemd-nspawn boots it, zstd packs the cache, iproute2 wires the network,
 # util-linux gives each guest its own time namespace. Idempotent: apt runs only when a tool is missing.
 set -euo pipefail

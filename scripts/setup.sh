@@ -19,6 +19,7 @@ if [ "${1:-}" = "--lab" ]; then
     exit 0
   fi
   scripts/hostlab-deps.sh
+  .venv/bin/python -m hostlab build >/dev/null
   scripts/wheelhouse.sh >/dev/null
   python=$(scripts/controller-vllm.sh)
   "$python" scripts/build_tiny_model.py "${VLLM_DEPLOY_CACHE:-/var/cache/vllm-deploy}/models/tiny-llama" >/dev/null

@@ -32,9 +32,10 @@ def install_venv(plan: ServicePlan) -> list[OperationMeta]:
         name=f"Service user {plan.user}",
         user=plan.user,
         system=True,
-        home=plan.prefix,
+        home=plan.state_dir,
         shell="/usr/sbin/nologin",
         create_home=False,
+        ensure_home=False,  # the state directories below set their own owners and modes
     )
     files.directory(name="vLLM prefix", path=plan.prefix, user="root", group="root", mode="755")
     for path in (plan.state_dir, f"{plan.state_dir}/cache", f"{plan.state_dir}/tmp"):

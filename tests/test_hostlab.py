@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostlab import Lab, TestHost, clean_stale, controller_state, write_inventory
-from tests.hostlab.lab import _global_lock
+from hostlab import Lab, TestHost, clean_stale, controller_state, write_inventory
+from hostlab.lab import _global_lock
 
 pytestmark = pytest.mark.hosts
 
@@ -164,7 +164,7 @@ def test_stale_lab_of_a_killed_run_is_cleaned(hostlab: Lab, tmp_path: Path) -> N
     before = controller_state()
     script = (
         "import sys, time\n"
-        "from tests.hostlab import Lab\n"
+        "from hostlab import Lab\n"
         f"lab = Lab(lower={str(hostlab.lower)!r}); lab.start(); lab.add_host('orphan')\n"
         "print('ready', flush=True); time.sleep(600)\n"
     )

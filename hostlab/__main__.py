@@ -1,4 +1,4 @@
-"""`python -m tests.hostlab build|clean`: prepare the lab's cached root filesystem, or remove leftovers.
+"""`python -m hostlab build|clean`: prepare the lab's cached root filesystem, or remove leftovers.
 
 `build` is what a CI set-up step runs once per machine so that test sessions only re-extract;
 `clean` removes what labs whose process died left behind (never touches a running lab).
@@ -15,7 +15,7 @@ from .lab import _global_lock, clean_stale
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.hostlab", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m hostlab", description=__doc__)
     parser.add_argument("action", choices=["build", "clean"])
     args = parser.parse_args(argv)
     if args.action == "build":
