@@ -155,8 +155,9 @@ def resolve_model_spec(settings: Settings, facts: Any) -> Any:
             return sizing.model_from_config(host_config, settings.model)
         return sizing.resolve_model(settings.model)
     except (sizing.SizingError, LookupError, ValueError) as error:
+        message = str(error) if str(error).startswith("model") else f"model: {error}"
         raise PlanError(
-            f"model: {error}. Use a model from `python -m sizing models`, or model_source = 'local' "
+            f"{message}. Use a model from `python -m sizing models`, or model_source = 'local' "
             "with model_local_path pointing at a directory with config.json"
         ) from error
 

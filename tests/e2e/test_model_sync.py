@@ -23,10 +23,13 @@ PADDING_BYTES = 384 << 20
 
 @pytest.fixture
 def big_model(tmp_path: Path) -> Path:
-    """The tiny model plus a large shard, so that a sync takes long enough to be cut off."""
+    """The tiny model plus a large (valid safetensors) shard, so that a sync takes long enough to be cut off."""
     model = tmp_path / "big-model"
     shutil.copytree(TINY_MODEL, model)
+    header = json.dumps({"padding": {"dtype": "U8", "shape": [PADDING_BYTES], "data_offsets": [0, PADDING_BYTES]}})
+    header += " " * (-len(header) % 8)
     with open(model / "model-00002-of-00002.safetensors", "wb") as handle:
+        handle.write(len(header).to_bytes(8, "little") + header.encode())
         for _ in range(PADDING_BYTES >> 24):
             handle.write(os.urandom(1 << 24))
     return model
