@@ -36,8 +36,8 @@ def plan_for(profile: str, data: dict[str, Any], state: str = "converged") -> Se
         return build_plan(settings, facts, host.name)
 
 
-def serving_responses(plan: ServicePlan) -> dict[str, Any]:
-    """Answers of a host that already holds the model and serves it as planned."""
+def serving_responses(plan: ServicePlan, model_present: bool = True) -> dict[str, Any]:
+    """Answers of a host that serves the model as planned (and already holds it, unless told otherwise)."""
     models = {"object": "list", "data": [{
         "id": plan.served_name, "object": "model", "created": 1763884800, "owned_by": "vllm",
         "root": plan.model.host_dir, "parent": None, "max_model_len": plan.max_model_len,
@@ -45,23 +45,29 @@ def serving_responses(plan: ServicePlan) -> dict[str, Any]:
     }]}
     completion = {"id": "cmpl-1", "object": "text_completion", "model": plan.served_name,
                   "choices": [{"index": 0, "text": " Hi", "finish_reason": "length"}]}
-    return {
+    responses = {
         "uname -s": "Linux",
         "command -v useradd": "/usr/sbin/useradd",
-        f"{plan.model.host_dir}/{MARKER}": "2026-11-20T08:00:00Z",
         f"127.0.0.1:{plan.port}/v1/models": json.dumps(models) + "\n200",
         f"127.0.0.1:{plan.port}/v1/completions": json.dumps(completion) + "\n200",
         f"NRestarts,Result {plan.unit}.service": ["ActiveState=active", "SubState=running", "NRestarts=0",
                                                    "Result=success"],
+        # The download oneshot, polled while it runs: finished, and the model weighs what it should.
+        "ActiveState,Result vllm-model-download.service": ["ActiveState=inactive", "Result=success",
+                                                           str(plan.model.weight_bytes or 0)],
     }
+    if model_present:
+        responses[f"{plan.model.host_dir}/{MARKER}"] = "2026-11-20T08:00:00Z"
+    return responses
 
 
 def run_fake_deploy(tmp: Path, profile: str, data: dict[str, Any], plan: ServicePlan | None,
-                    state: str = "converged", *args: str) -> tuple[subprocess.CompletedProcess, Path]:
+                    state: str = "converged", *args: str, model_present: bool = True,
+                    ) -> tuple[subprocess.CompletedProcess, Path]:
     """Run `pyinfra INVENTORY deploy.py -y ARGS` on one fake host; returns the run and its files dir."""
     extra = dict(data)
     if plan is not None:
-        extra["fake_responses"] = serving_responses(plan)
+        extra["fake_responses"] = serving_responses(plan, model_present)
     inventory = write_inventory(tmp / "inventory.py", [("gpu", profile, state)], extra)
     env = {**os.environ, "PYINFRA_FAKE_DELAY": "0", "PYINFRA_FAKE_DELAY_JITTER": "0"}
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "fakerun.py"), str(tmp / "out"), str(inventory),

@@ -139,3 +139,26 @@ def test_removed_flag_in_extra_args_names_the_replacement() -> None:
 def test_cpu_host_under_auto_device_is_refused() -> None:
     with pytest.raises(PlanError, match="vllm_device = 'cpu'"):
         plan_for("debian12-cpu", {"model": "Qwen/Qwen3-8B"})
+
+
+@pytest.mark.parametrize(
+    ("source", "preset", "expected"),
+    [
+        ("modelscope", "upstream", "modelscope download --model Qwen/Qwen3-8B --local_dir /srv/models/Qwen3-8B"),
+        ("huggingface", "tuna", "hf download Qwen/Qwen3-8B --local-dir /srv/models/Qwen3-8B"),
+    ],
+)
+def test_hub_download_runs_once_in_a_oneshot_unit(tmp_path: Path, source: str, preset: str, expected: str) -> None:
+    data = {"model": "Qwen/Qwen3-8B", "model_source": source, "mirror_preset": preset,
+            "vllm_tensor_parallel_size": 1}
+    plan = plan_for("h100-x1-ubuntu2404", data)
+    proc, out = run_fake_deploy(tmp_path, "h100-x1-ubuntu2404", data, plan, model_present=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    unit = (out / "files/etc/systemd/system/vllm-model-download.service").read_text()
+    assert f"ExecStart=/opt/vllm/hub-venv/bin/{expected}" in unit
+    assert "Type=oneshot" in unit and "TimeoutStartSec=infinity" in unit
+    assert ("Environment=HF_ENDPOINT=https://hf-mirror.com" in unit) == (preset == "tuna")
+    commands = (out / "commands.txt").read_text()
+    assert commands.count("systemctl start --no-block vllm-model-download.service") == 1
+    assert "pypi.tuna.tsinghua.edu.cn" in commands if preset == "tuna" else "--index-url" not in commands
+    assert "downloading Qwen/Qwen3-8B" in proc.stdout + proc.stderr
