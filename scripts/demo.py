@@ -44,7 +44,7 @@ def main() -> int:
         start = time.monotonic()
         env = {**os.environ, "VLLM_DEPLOY_LAB_INVENTORY": handle.name}
         command = [str(PYINFRA), "-y", "inventory/lab.py", "deploy.py"]
-        print(f"==> VLLM_DEPLOY_LAB_INVENTORY={handle.name} {' '.join(command[1:])}", flush=True)
+        print(f"==> VLLM_DEPLOY_LAB_INVENTORY={handle.name} pyinfra {' '.join(command[1:])}", flush=True)
         code = subprocess.call(command, cwd=ROOT, env=env)
         os.unlink(handle.name)
         if code != 0:
