@@ -11,7 +11,7 @@ import json
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import sizing
 from plan.settings import Settings
@@ -28,12 +28,6 @@ CPU_BUILD_BROKEN_PACKAGES = ("torchvision", "torchaudio", "torchcodec")
 
 class PlanError(ValueError):
     """The host cannot serve this configuration; raised before any change, with reasons."""
-
-
-class HostFactsLike(Protocol):
-    """What the planner reads from a host (facts.parsers.HostFacts provides it)."""
-
-    def port_in_use(self, port: int) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -187,6 +181,9 @@ def _fit_request(settings: Settings, facts: Any, device: str, model: Any) -> Any
         )
     gpus = _gpu_facts(facts)
     if not gpus:
+        if getattr(facts, "driver_state", None) == "mismatch":
+            raise PlanError("no working NVIDIA driver: the installed driver does not match the loaded kernel "
+                            "module (NVML version mismatch); reboot the host, then deploy again")
         raise PlanError(
             "no working NVIDIA driver: nvidia-smi lists no GPU, so memory cannot be measured; install "
             "the driver first (or set vllm_device = 'cpu')"
@@ -333,6 +330,10 @@ def build_plan(settings: Settings, facts: Any, host: str, service_active: bool =
         weight_bytes=getattr(model, "weight_bytes", None),
     )
     warnings = []
+    if device == "cuda" and getattr(facts, "reboot_pending", False):
+        warnings.append("the loaded NVIDIA kernel module differs from the installed driver: reboot the host")
+    if device == "cuda" and getattr(facts, "secure_boot", None) == "enabled":
+        warnings.append("Secure Boot is on: a newly installed (DKMS) NVIDIA module must be signed to load")
     free = facts.disk_free(settings.model_dir) if hasattr(facts, "disk_free") else None
     have_model = bool(getattr(facts, "model_config", None))
     if free is not None and model_plan.weight_bytes and not have_model and free < model_plan.weight_bytes * 1.05:

@@ -162,3 +162,11 @@ def test_hub_download_runs_once_in_a_oneshot_unit(tmp_path: Path, source: str, p
     assert commands.count("systemctl start --no-block vllm-model-download.service") == 1
     assert "pypi.tuna.tsinghua.edu.cn" in commands if preset == "tuna" else "--index-url" not in commands
     assert "downloading Qwen/Qwen3-8B" in proc.stdout + proc.stderr
+
+
+def test_pending_reboot_is_named_and_secure_boot_warned() -> None:
+    with pytest.raises(PlanError, match="reboot the host"):
+        plan_for("2080ti-x4-ubuntu2404", {"model": "Qwen/Qwen3-8B"}, state="rebootpending")
+    signed = plan_for("4090-x2-ubuntu2204", {"model": "Qwen/Qwen3-8B"})
+    assert any("Secure Boot" in warning for warning in signed.warnings)
+    assert not plan_for("h100-x1-ubuntu2404", {"model": "Qwen/Qwen3-8B"}).warnings
