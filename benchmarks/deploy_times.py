@@ -14,12 +14,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hostlab import Lab  # noqa: E402
-from hostlab.deployrun import lab_settings, run_pyinfra  # noqa: E402
+from hostlab.deployrun import lab_host, run_pyinfra  # noqa: E402
 
 
 def timed(hosts, label: str) -> float:
     start = time.monotonic()
-    result = run_pyinfra([(h.ip, {**h.pyinfra_data(), **lab_settings()}) for h in hosts])
+    result = run_pyinfra([lab_host(h) for h in hosts])
     elapsed = time.monotonic() - start
     if result.returncode != 0:
         sys.exit(f"{label} failed:\n{result.output[-4000:]}")

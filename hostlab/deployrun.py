@@ -7,6 +7,8 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,16 +54,30 @@ class RunResult:
         raise AssertionError(f"no results table in pyinfra output:\n{self.output[-3000:]}")
 
 
+def lab_host(host: Any, **overrides: Any) -> tuple[str, dict[str, Any]]:
+    """The inventory entry of a lab host: its SSH data plus lab_settings(**overrides)."""
+    return host.ip, {**host.pyinfra_data(), **lab_settings(**overrides)}
+
+
+@contextmanager
+def lab_inventory(hosts: list[tuple[str, dict[str, Any]]]) -> Iterator[dict[str, str]]:
+    """The environment under which `inventory/lab.py` lists these (name, host data) pairs."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump([[name, data] for name, data in hosts], handle)
+    try:
+        yield {**os.environ, "VLLM_DEPLOY_LAB_INVENTORY": handle.name}
+    finally:
+        os.unlink(handle.name)
+
+
+def pyinfra_command(deploy: str = "deploy.py", *args: str) -> list[str]:
+    return [str(PYINFRA), "-y", "inventory/lab.py", deploy, *args]
+
+
 def run_pyinfra(hosts: list[tuple[str, dict[str, Any]]], deploy: str = "deploy.py", *args: str,
                 timeout: float = 1800) -> RunResult:
     """`pyinfra -y inventory/lab.py DEPLOY ARGS` for these (name, host data) pairs."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump([[name, data] for name, data in hosts], handle)
-        inventory_json = handle.name
-    env = {**os.environ, "VLLM_DEPLOY_LAB_INVENTORY": inventory_json}
-    try:
-        proc = subprocess.run([str(PYINFRA), "-y", "inventory/lab.py", deploy, *args], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=timeout)
-    finally:
-        os.unlink(inventory_json)
+    with lab_inventory(hosts) as env:
+        proc = subprocess.run(pyinfra_command(deploy, *args), cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=timeout)
     return RunResult(proc.returncode, proc.stdout + proc.stderr)

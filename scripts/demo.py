@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hostlab import Lab  # noqa: E402
-from hostlab.deployrun import PYINFRA, lab_settings  # noqa: E402
+from hostlab.deployrun import lab_host, lab_inventory, pyinfra_command  # noqa: E402
 
 
 def _post(url: str, payload: dict) -> dict:
@@ -32,21 +32,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the server until Enter is pressed")
     args = parser.parse_args()
-    import os
     import subprocess
-    import tempfile
 
     with Lab() as lab:
         host = lab.add_host("demo")
         print(f"==> throwaway server {host.name} up at {host.ip}", flush=True)
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-            json.dump([[host.ip, {**host.pyinfra_data(), **lab_settings()}]], handle)
         start = time.monotonic()
-        env = {**os.environ, "VLLM_DEPLOY_LAB_INVENTORY": handle.name}
-        command = [str(PYINFRA), "-y", "inventory/lab.py", "deploy.py"]
-        print(f"==> VLLM_DEPLOY_LAB_INVENTORY={handle.name} pyinfra {' '.join(command[1:])}", flush=True)
-        code = subprocess.call(command, cwd=ROOT, env=env)
-        os.unlink(handle.name)
+        command = pyinfra_command()
+        with lab_inventory([lab_host(host)]) as env:
+            print(f"==> VLLM_DEPLOY_LAB_INVENTORY={env['VLLM_DEPLOY_LAB_INVENTORY']} pyinfra "
+                  f"{' '.join(command[1:])}", flush=True)
+            code = subprocess.call(command, cwd=ROOT, env=env)
         if code != 0:
             print(f"==> deploy failed (exit {code})", file=sys.stderr)
             return code

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from hostlab import Lab, TestHost
-from hostlab.deployrun import lab_settings, run_pyinfra
+from hostlab.deployrun import lab_host, run_pyinfra
 
 pytestmark = pytest.mark.hosts
 
@@ -42,7 +42,7 @@ def assert_untouched(host: TestHost) -> None:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_is_refused_before_any_change(pristine: TestHost, case: str) -> None:
     overrides, field = CASES[case]
-    result = run_pyinfra([(pristine.ip, {**pristine.pyinfra_data(), **lab_settings(**overrides)})])
+    result = run_pyinfra([lab_host(pristine, **overrides)])
     assert result.returncode != 0, result.output[-3000:]
     assert field in result.output, result.output[-3000:]
     assert "Traceback" not in result.output
@@ -52,7 +52,7 @@ def test_bad_input_is_refused_before_any_change(pristine: TestHost, case: str) -
 def test_port_in_use_is_refused_before_any_change(pristine: TestHost) -> None:
     pristine.run("systemd-run --unit squatter python3 -m http.server 8000 && sleep 1")
     try:
-        result = run_pyinfra([(pristine.ip, {**pristine.pyinfra_data(), **lab_settings()})])
+        result = run_pyinfra([lab_host(pristine)])
     finally:
         pristine.run("systemctl stop squatter")
     assert result.returncode != 0

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from hostlab import Lab, TestHost
-from hostlab.deployrun import RunResult, lab_settings, run_pyinfra
+from hostlab.deployrun import RunResult, lab_host, run_pyinfra
 
 pytestmark = pytest.mark.hosts
 
@@ -41,16 +41,15 @@ class Deployed:
     def __init__(self, host: TestHost, first: RunResult):
         self.host = host
         self.first = first
-        self.data = {**host.pyinfra_data(), **lab_settings()}
 
     def run(self, deploy: str = "deploy.py", *args: str) -> RunResult:
-        return run_pyinfra([(self.host.ip, self.data)], deploy, *args)
+        return run_pyinfra([lab_host(self.host)], deploy, *args)
 
 
 @pytest.fixture(scope="module")
 def deployed(hostlab: Lab) -> Iterator[Deployed]:
     host = hostlab.add_host("e2e-main")
-    first = run_pyinfra([(host.ip, {**host.pyinfra_data(), **lab_settings()})])
+    first = run_pyinfra([lab_host(host)])
     try:
         yield Deployed(host, first)
     finally:

@@ -7,14 +7,13 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from hostlab import TestHost
-from hostlab.deployrun import PYINFRA, ROOT, TINY_MODEL, lab_settings, run_pyinfra
+from hostlab.deployrun import ROOT, TINY_MODEL, lab_host, lab_inventory, pyinfra_command, run_pyinfra
 from tasks.model_files import MARKER, local_manifest
 
 pytestmark = pytest.mark.hosts
@@ -43,35 +42,32 @@ def host_checksums(host: TestHost, model_dir: str) -> str:
 
 def test_interrupted_sync_resumes_to_an_identical_copy(fresh_host, big_model: Path) -> None:
     host = fresh_host()
-    data = {**host.pyinfra_data(), **lab_settings(model="big-model", model_local_path=str(big_model))}
+    entry = lab_host(host, model="big-model", model_local_path=str(big_model))
     model_dir = "/srv/models/big-model"
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump([[host.ip, data]], handle)
-    env = {**os.environ, "VLLM_DEPLOY_LAB_INVENTORY": handle.name}
-    proc = subprocess.Popen([str(PYINFRA), "-y", "inventory/lab.py", "tests/e2e/model_only.py"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 180
-        size = 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            out = host.run(f"stat -c %s {model_dir}/model-00002-of-00002.safetensors 2>/dev/null || echo 0",
-                           check=False).stdout.strip()
-            size = int(out or 0)
-            if size > 8 << 20:
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, "the sync finished before it could be interrupted"
-        assert 0 < size < PADDING_BYTES, f"remote shard at {size} bytes"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
+    with lab_inventory([entry]) as env:
+        proc = subprocess.Popen(pyinfra_command("tests/e2e/model_only.py"), cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 180
+            size = 0
+            while time.monotonic() < deadline and proc.poll() is None:
+                out = host.run(f"stat -c %s {model_dir}/model-00002-of-00002.safetensors 2>/dev/null || echo 0",
+                               check=False).stdout.strip()
+                size = int(out or 0)
+                if size > 8 << 20:
+                    break
+                time.sleep(0.2)
+            assert proc.poll() is None, "the sync finished before it could be interrupted"
+            assert 0 < size < PADDING_BYTES, f"remote shard at {size} bytes"
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
-        os.unlink(handle.name)
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
     assert host.run(f"test -e {model_dir}/{MARKER}", check=False).returncode != 0, "no marker after a cut sync"
 
-    resumed = run_pyinfra([(host.ip, data)], "tests/e2e/model_only.py")
+    resumed = run_pyinfra([entry], "tests/e2e/model_only.py")
     assert resumed.returncode == 0, resumed.output[-4000:]
     expected = "\n".join(sorted(local_manifest(big_model).splitlines())) + "\n"
     assert host_checksums(host, model_dir) == expected
@@ -79,8 +75,8 @@ def test_interrupted_sync_resumes_to_an_identical_copy(fresh_host, big_model: Pa
 
     # A damaged copy (marker gone, a file truncated) is repaired; a complete one is left alone.
     host.run(f"rm {model_dir}/{MARKER} && truncate -s 100 {model_dir}/config.json")
-    repaired = run_pyinfra([(host.ip, data)], "tests/e2e/model_only.py")
+    repaired = run_pyinfra([entry], "tests/e2e/model_only.py")
     assert repaired.returncode == 0, repaired.output[-4000:]
     assert host_checksums(host, model_dir) == expected
-    untouched = run_pyinfra([(host.ip, data)], "tests/e2e/model_only.py")
+    untouched = run_pyinfra([entry], "tests/e2e/model_only.py")
     assert untouched.returncode == 0 and untouched.changed == 0, untouched.output[-4000:]
