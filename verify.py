@@ -1,7 +1,8 @@
-"""Check a deployed service without changing anything: `pyinfra inventory/prod.py verify.py`.
+"""Check deployed services without changing anything: `pyinfra inventory/prod.py verify.py`.
 
 Plans each host exactly as deploy.py does, then waits for /v1/models and a
-one-token completion, showing the journal if the unit is dead.
+one-token completion of every instance (showing the journal if a unit is dead),
+and checks the gateway as a client would.
 """
 
 from tasks.host_plan import plan_for_current_host

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,10 +87,26 @@ class ServicePlan:
     docker_image: str | None = None
     docker_script: str | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    name: str = UNIT_NAME
+    gpus: tuple[int, ...] | None = None
+    after: tuple[str, ...] = ()
+    key_env_file: str | None = None
+    key_header_file: str | None = None
+    shutdown_timeout: int = 0
+
+    @property
+    def stop_timeout(self) -> int:
+        """systemd's stop deadline: the drain time plus room to exit."""
+        return self.shutdown_timeout + 30
 
     @property
     def python(self) -> str:
         return f"{self.venv}/bin/python"
+
+    @property
+    def probe_host(self) -> str:
+        """Where a check on the host itself reaches the instance."""
+        return "127.0.0.1" if self.listen_host in ("0.0.0.0", "::", "127.0.0.1", "localhost") else self.listen_host
 
     @property
     def command_line(self) -> str:
@@ -107,7 +123,9 @@ class ServicePlan:
             f"vLLM plan for {self.host}: {self.model.name} as '{self.served_name}' on "
             f"{self.device} ({self.runtime} runtime, vLLM {self.install.package})",
             f"  model     {self.model.source} -> {self.model.host_dir}",
-            f"  listen    {self.listen_host}:{self.port}   unit {self.unit}.service   user {self.user}",
+            f"  listen    {self.listen_host}:{self.port}   unit {self.unit}.service   user {self.user}"
+            + (f"   GPUs {','.join(map(str, self.gpus))}" if self.gpus is not None else "")
+            + (f"   starts after {', '.join(self.after)}" if self.after else ""),
             f"  parallel  tp={s.get('tensor_parallel_size')} pp={s.get('pipeline_parallel_size')}  "
             f"dtype={s.get('dtype')}  max-model-len={self.max_model_len}",
         ]
@@ -258,9 +276,33 @@ def _service_env(settings: Settings, plan_device: str, state_dir: str, fit: Any,
     return env
 
 
-def build_plan(settings: Settings, facts: Any, host: str, service_active: bool = False) -> ServicePlan:
-    """Compute the plan for one host, or raise PlanError/SizingError with reasons."""
+def facts_for_gpus(facts: Any, gpus: tuple[int, ...] | None, where: str = "gpus") -> Any:
+    """The host's facts as one instance sees them: only its GPUs (CUDA_VISIBLE_DEVICES)."""
+    if gpus is None or not _gpu_facts(facts):
+        return facts
+    known = {g.index: g for g in facts.gpus}
+    missing = [g for g in gpus if g not in known]
+    if missing:
+        raise PlanError(f"{where}: GPU {', '.join(map(str, missing))} does not exist on this host; nvidia-smi "
+                        f"lists {', '.join(map(str, sorted(known)))}")
+    chosen = tuple(known[g] for g in gpus)
+    return replace(facts, gpu_query=replace(facts.gpu_query, gpus=chosen))
+
+
+def build_plan(settings: Settings, facts: Any, host: str, service_active: bool = False, *,
+               name: str = UNIT_NAME, unit: str = UNIT_NAME, gpus: tuple[int, ...] | None = None,
+               listen_host: str | None = None, key_files: tuple[str, str] | None = None) -> ServicePlan:
+    """Compute the plan of one instance on one host, or raise PlanError with reasons.
+
+    `gpus` limits the instance to those GPUs, `listen_host` overrides vllm_host (loopback behind a
+    gateway on the same host), `key_files` are the (env, header) files that hold the API key.
+    """
+    where = "vllm_instances" if name == UNIT_NAME else f"vllm_instances ({name})"
     device = resolve_device(settings, facts)
+    if device == "cuda":
+        facts = facts_for_gpus(facts, gpus, f"{where}.gpus")
+    elif gpus is not None:
+        raise PlanError(f"{where}.gpus: the CPU backend has no GPUs to choose; leave gpus out")
     model = resolve_model_spec(settings, facts)
     try:
         sizing.check_extra_args(list(settings.vllm_extra_args), settings.vllm_version)
@@ -276,7 +318,7 @@ def build_plan(settings: Settings, facts: Any, host: str, service_active: bool =
 
     if facts.port_in_use(settings.vllm_port) and not service_active:
         raise PlanError(
-            f"vllm_port: {settings.vllm_port} is already in use on {host} by another program; "
+            f"vllm_port: {settings.vllm_port} ({unit}) is already in use on {host} by another program; "
             "choose a free port or stop that program"
         )
 
@@ -287,20 +329,27 @@ def build_plan(settings: Settings, facts: Any, host: str, service_active: bool =
     docker = settings.vllm_runtime == "docker"
     if docker and device != "cuda":
         raise PlanError("vllm_runtime: the docker runtime serves NVIDIA GPUs; use 'venv' for vllm_device 'cpu'")
+    listen = listen_host or settings.vllm_host
     vllm_args = ["--model", CONTAINER_MODEL_DIR if docker else settings.model_dir,
                  "--served-model-name", settings.vllm_served_model_name,
-                 "--host", "0.0.0.0" if docker else settings.vllm_host,
+                 "--host", "0.0.0.0" if docker else listen,
                  "--port", str(settings.vllm_port), *fit.vllm_args]
     if template_path:
         vllm_args += ["--chat-template", template_path]
+    if settings.vllm_shutdown_timeout and sizing.flag_problem("--shutdown-timeout", settings.vllm_version) is None:
+        # On stop, finish in-flight requests (up to this many seconds) instead of dropping them.
+        vllm_args += ["--shutdown-timeout", str(settings.vllm_shutdown_timeout)]
     if settings.vllm_trust_remote_code:
         vllm_args.append("--trust-remote-code")
     vllm_args += list(settings.vllm_extra_args)
     env = _service_env(settings, device, state_dir, fit, settings.hf_endpoint)
+    if gpus is not None and not docker:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
     image = settings.vllm_docker_image or f"vllm/vllm-openai:v{settings.vllm_version}"
+    env_files = [f"{CONFIG_DIR}/{unit}.env"] + ([key_files[0]] if key_files else [])
     if docker:
-        argv = docker_argv(UNIT_NAME, image, settings, state_dir, template_path, f"{CONFIG_DIR}/{UNIT_NAME}.env",
-                           vllm_args)
+        argv = docker_argv(unit, image, settings, state_dir, template_path, env_files, vllm_args,
+                           listen=listen, gpus=gpus)
     else:
         argv = [f"{venv}/bin/python", *ENTRYPOINT, *vllm_args]
 
@@ -345,16 +394,16 @@ def build_plan(settings: Settings, facts: Any, host: str, service_active: bool =
         host=host,
         device=device,
         runtime=settings.vllm_runtime,
-        unit=UNIT_NAME,
+        unit=unit,
         user=settings.vllm_user,
         prefix=prefix,
         venv=venv,
         state_dir=state_dir,
         config_dir=CONFIG_DIR,
-        env_file=f"{CONFIG_DIR}/{UNIT_NAME}.env",
-        unit_file=f"/etc/systemd/system/{UNIT_NAME}.service",
+        env_file=f"{CONFIG_DIR}/{unit}.env",
+        unit_file=f"/etc/systemd/system/{unit}.service",
         served_name=settings.vllm_served_model_name,
-        listen_host=settings.vllm_host,
+        listen_host=listen,
         port=settings.vllm_port,
         max_model_len=fit.max_model_len,
         vllm_args=tuple(vllm_args),
@@ -367,17 +416,26 @@ def build_plan(settings: Settings, facts: Any, host: str, service_active: bool =
         verify_prompt=settings.vllm_verify_prompt,
         chat_template_source=template_src,
         docker_image=image if docker else None,
-        docker_script=f"{prefix}/docker-run.sh" if docker else None,
+        docker_script=(f"{prefix}/docker-run.sh" if unit == UNIT_NAME else f"{prefix}/{unit}-docker-run.sh")
+        if docker else None,
         warnings=tuple(warnings),
+        name=name,
+        gpus=gpus,
+        key_env_file=key_files[0] if key_files else None,
+        key_header_file=key_files[1] if key_files else None,
+        shutdown_timeout=settings.vllm_shutdown_timeout,
     )
 
 
 def docker_argv(name: str, image: str, settings: Settings, state_dir: str, template_path: str | None,
-                env_file: str, vllm_args: list[str]) -> list[str]:
+                env_files: list[str], vllm_args: list[str], listen: str, gpus: tuple[int, ...] | None) -> list[str]:
     """`docker run` in the foreground under systemd: --rm and named, so `docker stop` ends it cleanly."""
-    argv = ["/usr/bin/docker", "run", "--rm", "--name", name, "--gpus", "all", "--ipc=host",
-            "--ulimit", "memlock=-1", "--ulimit", "stack=67108864", "--env-file", env_file,
-            "-p", f"{settings.vllm_host}:{settings.vllm_port}:{settings.vllm_port}",
+    devices = "all" if gpus is None else f'"device={",".join(map(str, gpus))}"'
+    argv = ["/usr/bin/docker", "run", "--rm", "--name", name, "--gpus", devices, "--ipc=host",
+            "--ulimit", "memlock=-1", "--ulimit", "stack=67108864"]
+    for env_file in env_files:
+        argv += ["--env-file", env_file]
+    argv += ["-p", f"{listen}:{settings.vllm_port}:{settings.vllm_port}",
             "-v", f"{settings.model_dir}:{CONTAINER_MODEL_DIR}:ro",
             "-v", f"{state_dir}:{state_dir}"]
     if template_path:

@@ -95,6 +95,25 @@ class Settings:
     vllm_cpu_kv_cache_memory: int = 1 << 30
     vllm_verify_timeout: int = 900
     vllm_verify_prompt: str = "Hello"
+    vllm_shutdown_timeout: int = 30
+    vllm_deployment: str = "vllm"
+    vllm_require_api_key: bool = True
+    vllm_api_key: str | None = field(default=None, repr=False)
+    vllm_api_key_file: str | None = None
+    vllm_advertise_address: str | None = None
+    vllm_gateway: bool = False
+    vllm_gateway_port: int = 443
+    vllm_gateway_tls: bool = True
+    vllm_gateway_tls_cert: str | None = None
+    vllm_gateway_tls_key: str | None = None
+    vllm_gateway_server_name: str | None = None
+    vllm_allow_unsupported_os: bool = False
+    nvidia_driver_manage: bool = True
+    nvidia_driver_branch: str = "570"
+    nvidia_driver_flavor: str = "auto"
+    nvidia_driver_reboot: bool = True
+    nvidia_driver_reboot_delay: int = 10
+    nvidia_driver_reboot_timeout: int = 900
 
 
 class _Checker:
@@ -268,6 +287,169 @@ def load_settings(data: Mapping[str, Any]) -> Settings:
         vllm_verify_timeout=c.integer("vllm_verify_timeout", 10),
         vllm_verify_prompt=c.text("vllm_verify_prompt"),
     )
+    settings.update(_serving_settings(c, merged))
+    settings.update(_driver_settings(c))
     if c.problems:
         raise SettingsError(c.problems)
     return Settings(**settings)
+
+
+_KEY_RE = re.compile(r"^[A-Za-z0-9._~+/=-]{16,256}$")
+
+
+def _serving_settings(c: _Checker, merged: Mapping[str, Any]) -> dict[str, Any]:
+    """The deployment's keys and gateway: checked like the rest, before anything is touched."""
+    deployment = c.text("vllm_deployment")
+    if deployment and not _NAME_RE.match(deployment):
+        c.fail("vllm_deployment", f"{deployment!r} must be lower case letters, digits, '-' or '_' (it names "
+               "files and nginx upstreams)")
+    key = merged.get("vllm_api_key")
+    if key is not None and (not isinstance(key, str) or not _KEY_RE.match(key)):
+        c.fail("vllm_api_key", "must be 16-256 characters of letters, digits and ._~+/=- (it travels in an "
+               "HTTP header); leave it None to have one generated")
+    key_file = c.text("vllm_api_key_file", optional=True)
+    if key_file and not Path(key_file).expanduser().is_absolute():
+        c.fail("vllm_api_key_file", f"{key_file!r} must be an absolute path on the controller")
+    cert = c.text("vllm_gateway_tls_cert", optional=True)
+    cert_key = c.text("vllm_gateway_tls_key", optional=True)
+    if (cert is None) != (cert_key is None):
+        c.fail("vllm_gateway_tls_cert", "set both vllm_gateway_tls_cert and vllm_gateway_tls_key, or neither "
+               "(a self-signed certificate is generated on the gateway)")
+    for name, path in (("vllm_gateway_tls_cert", cert), ("vllm_gateway_tls_key", cert_key)):
+        if path and not Path(path).is_file():
+            c.fail(name, f"{path!r} is not a file on the controller")
+    return dict(
+        vllm_shutdown_timeout=c.integer("vllm_shutdown_timeout", 0, 3600),
+        vllm_deployment=deployment,
+        vllm_require_api_key=c.flag("vllm_require_api_key"),
+        vllm_api_key=key,
+        vllm_api_key_file=key_file,
+        vllm_advertise_address=c.text("vllm_advertise_address", optional=True),
+        vllm_gateway=c.flag("vllm_gateway"),
+        vllm_gateway_port=c.integer("vllm_gateway_port", 1, 65535),
+        vllm_gateway_tls=c.flag("vllm_gateway_tls"),
+        vllm_gateway_tls_cert=cert,
+        vllm_gateway_tls_key=cert_key,
+        vllm_gateway_server_name=c.text("vllm_gateway_server_name", optional=True),
+    )
+
+
+DRIVER_FLAVORS = ("auto", "open", "proprietary")
+
+
+def _driver_settings(c: _Checker) -> dict[str, Any]:
+    """Preflight and NVIDIA driver stage: checked with the rest so a typo stops the run before the first host."""
+    branch = c.data.get("nvidia_driver_branch")
+    if isinstance(branch, int) and not isinstance(branch, bool):
+        branch = str(branch)
+    if not isinstance(branch, str) or not re.fullmatch(r"\d{3}", branch):
+        c.fail("nvidia_driver_branch", f"{branch!r} is not a driver branch; write its three digits as a "
+               "string, e.g. \"570\" (nvidia-smi's 570.153.02 is branch 570)")
+        branch = None
+    return dict(
+        vllm_allow_unsupported_os=c.flag("vllm_allow_unsupported_os"),
+        nvidia_driver_manage=c.flag("nvidia_driver_manage"),
+        nvidia_driver_branch=branch,
+        nvidia_driver_flavor=c.choice("nvidia_driver_flavor", DRIVER_FLAVORS),
+        nvidia_driver_reboot=c.flag("nvidia_driver_reboot"),
+        nvidia_driver_reboot_delay=c.integer("nvidia_driver_reboot_delay", 1, 3600),
+        nvidia_driver_reboot_timeout=c.integer("nvidia_driver_reboot_timeout", 60, 7200),
+    )
+
+
+# Settings an instance may set for itself; everything else (runtime, version, user, prefix) is the host's.
+INSTANCE_OVERRIDES = (
+    "model", "model_source", "model_local_path", "model_revision", "model_dir", "hf_endpoint",
+    "vllm_served_model_name", "vllm_chat_template", "vllm_trust_remote_code", "vllm_extra_args", "vllm_env",
+    "vllm_tensor_parallel_size", "vllm_pipeline_parallel_size", "vllm_dtype", "vllm_quantization",
+    "vllm_kv_cache_dtype", "vllm_gpu_memory_utilization", "vllm_max_model_len", "vllm_max_num_seqs",
+    "vllm_max_num_batched_tokens", "vllm_enforce_eager", "vllm_cpu_kv_cache_memory", "vllm_verify_prompt",
+)
+INSTANCE_KEYS = ("name", "port", "gpus", "gpu_memory_utilization")
+DEFAULT_INSTANCE = "vllm"
+
+
+@dataclass(frozen=True)
+class InstanceSettings:
+    """One vLLM instance of a host: its name, unit, GPU set and fully merged settings."""
+
+    name: str
+    unit: str
+    gpus: tuple[int, ...] | None
+    settings: Settings
+
+
+def load_instances(data: Mapping[str, Any]) -> tuple[InstanceSettings, ...]:
+    """The host's instances (`vllm_instances`, or one named 'vllm'), each validated; all problems at once."""
+    host = load_settings(data)
+    merged: dict[str, Any] = load_defaults()
+    merged.update({k: v for k, v in dict(data).items() if k in merged})
+    raw = merged.get("vllm_instances")
+    if raw is None:
+        return (InstanceSettings(DEFAULT_INSTANCE, DEFAULT_INSTANCE, None, host),)
+    if not isinstance(raw, list | tuple) or not raw or not all(isinstance(i, Mapping) for i in raw):
+        raise SettingsError([("vllm_instances", "must be a non-empty list of dicts such as "
+                              "{'name': 'a', 'port': 8001, 'gpus': [0]}, or None for one instance")])
+    problems: list[tuple[str, str]] = []
+    instances: list[InstanceSettings] = []
+    seen_names: dict[str, int] = {}
+    seen_ports: dict[int, str] = {}
+    for index, item in enumerate(raw):
+        where = f"vllm_instances[{index}]"
+        unknown = sorted(set(item) - set(INSTANCE_KEYS) - set(INSTANCE_OVERRIDES))
+        if unknown:
+            allowed = f"{', '.join(INSTANCE_KEYS)} or a model/sizing setting ({', '.join(INSTANCE_OVERRIDES[:5])}, ...)"
+            problems.append((f"{where}.{unknown[0]}", f"is not an instance setting; use one of {allowed}; "
+                             "runtime, version, user and prefix are the host's"))
+            continue
+        name = item.get("name")
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            problems.append((f"{where}.name", f"{name!r} must be lower case letters, digits, '-' or '_'; it "
+                             "names the unit vllm-<name>.service"))
+            continue
+        where = f"vllm_instances[{index}] ({name})"
+        if name in seen_names:
+            problems.append((f"{where}.name", f"repeats instance {seen_names[name]}; names must be unique"))
+        seen_names.setdefault(name, index)
+        port = item.get("port")
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            problems.append((f"{where}.port", f"{port!r} must be a TCP port, 1..65535"))
+            continue
+        if port in seen_ports:
+            problems.append((f"{where}.port", f"{port} is already the port of instance '{seen_ports[port]}'; "
+                             "give every instance its own port"))
+        seen_ports.setdefault(port, name)
+        gpus = item.get("gpus")
+        if gpus is not None and (isinstance(gpus, str) or not isinstance(gpus, list | tuple) or not gpus
+                                 or not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in gpus)
+                                 or len(set(gpus)) != len(gpus)):
+            problems.append((f"{where}.gpus", f"{gpus!r} must be a list of distinct GPU indices such as [0, 1] "
+                             "(nvidia-smi's numbering), or left out for all GPUs"))
+            gpus = None
+        overrides = {k: v for k, v in item.items() if k in INSTANCE_OVERRIDES}
+        overrides["vllm_port"] = port
+        if "gpu_memory_utilization" in item:
+            overrides["vllm_gpu_memory_utilization"] = item["gpu_memory_utilization"]
+        try:
+            settings = load_settings({**dict(data), **overrides})
+        except SettingsError as error:
+            problems += [(_instance_field(where, field_name, item), message) for field_name, message in error.problems]
+            continue
+        instances.append(InstanceSettings(name, f"vllm-{name}", tuple(gpus) if gpus else None, settings))
+    gateway_port = host.vllm_gateway_port if host.vllm_gateway else None
+    if gateway_port in seen_ports:
+        problems.append(("vllm_gateway_port", f"{gateway_port} is also the port of instance "
+                         f"'{seen_ports[gateway_port]}'"))
+    if problems:
+        raise SettingsError(problems)
+    return tuple(instances)
+
+
+def _instance_field(where: str, field_name: str, item: Mapping[str, Any]) -> str:
+    """Name a problem by the key the user wrote in the instance, or the host setting it came from."""
+    aliases = {"vllm_port": "port", "vllm_gpu_memory_utilization": "gpu_memory_utilization"}
+    if field_name in item:
+        return f"{where}.{field_name}"
+    if aliases.get(field_name) in item:
+        return f"{where}.{aliases[field_name]}"
+    return field_name

@@ -7,7 +7,7 @@ vLLM's own startup accounting, so a plan can be explained before anything is dow
 from sizing.errors import SizingError
 from sizing.fit import FitRequest, FitResult, fit
 from sizing.model import ModelSpec, model_from_config, model_from_dir, resolve_model
-from sizing.versions import PINNED_VLLM_VERSION, check_extra_args, filter_args_for_version
+from sizing.versions import PINNED_VLLM_VERSION, check_extra_args, filter_args_for_version, flag_problem
 
 __all__ = [
     "PINNED_VLLM_VERSION",
@@ -17,6 +17,7 @@ __all__ = [
     "SizingError",
     "check_extra_args",
     "filter_args_for_version",
+    "flag_problem",
     "fit",
     "model_from_config",
     "model_from_dir",

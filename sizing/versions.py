@@ -88,6 +88,9 @@ FLAG_RULES: tuple[FlagRule, ...] = (
         added=(0, 11, 0),
     ),
     FlagRule("--hf-overrides", None, "upgrade vLLM, or edit the model's config.json", added=(0, 6, 5)),
+    # Draining on SIGTERM is what lets a rolling restart finish in-flight requests; the pinned
+    # version is the oldest checked to have it, so older targets simply stop abruptly.
+    FlagRule("--shutdown-timeout", None, "upgrade vLLM to drain requests on stop", added=(0, 32, 0)),
 )
 
 _RULES_BY_FLAG = {rule.flag: rule for rule in FLAG_RULES}

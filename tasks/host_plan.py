@@ -1,22 +1,76 @@
-"""The bridge from pyinfra to the pure planner: settings + facts of the current host -> plan."""
+"""The bridge from pyinfra to the pure planner: settings + facts of the current host -> host plan."""
 
 from __future__ import annotations
 
-from pyinfra import host
+from dataclasses import replace
+from typing import Any
+
+from pyinfra import host, state
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.systemd import SystemdStatus
 
+from facts import host as fact
 from facts.gather import gather_host_facts
-from plan.service import UNIT_NAME, PlanError, ServicePlan, build_plan
-from plan.settings import SettingsError, load_settings
+from plan.gateway import GatewayPlan, build_gateway_plan
+from plan.host import HostPlan, build_host_plan
+from plan.keys import resolve_api_key
+from plan.service import PlanError
+from plan.settings import InstanceSettings, Settings, SettingsError, load_instances
 
 
-def plan_for_current_host() -> ServicePlan:
+def _deployment_members(settings: Settings) -> list[tuple[str, Settings, tuple[InstanceSettings, ...]]]:
+    """Every inventory host of this host's deployment, with its instances (from settings alone)."""
+    members = []
+    for other in state.inventory:
+        data = other.data.dict()
+        try:
+            instances = load_instances(data)
+        except SettingsError as error:
+            if data.get("vllm_deployment", "vllm") != settings.vllm_deployment:
+                continue
+            raise PlanError(f"gateway: host {other.name} of deployment '{settings.vllm_deployment}' has invalid "
+                            f"settings:\n{error}") from None
+        if instances[0].settings.vllm_deployment == settings.vllm_deployment:
+            members.append((other.name, instances[0].settings, instances))
+    return members
+
+
+def _gateway(settings: Settings) -> GatewayPlan | None:
+    if not settings.vllm_gateway:
+        return None
+    members = _deployment_members(settings)
+    gateways = [name for name, member, _ in members if member.vllm_gateway]
+    if len(gateways) > 1:
+        raise PlanError(f"vllm_gateway: deployment '{settings.vllm_deployment}' has gateways on "
+                        f"{', '.join(gateways)}; give it one (it is the deployment's single entry point)")
+    return build_gateway_plan(settings, host.name, members)
+
+
+def _facts_for_model(base: Any) -> Any:
+    """Facts seen from another model directory: its disk and its config.json."""
+    def view(model_dir: str) -> Any:
+        usage = host.get_fact(fact.DiskSpace, path=model_dir)
+        disks = dict(base.disks)
+        if usage is not None:
+            disks[model_dir] = usage
+        return replace(base, disks=disks, model_config=host.get_fact(fact.ModelConfig, path=model_dir))
+    return view
+
+
+def plan_for_current_host() -> HostPlan:
     """Validate the host's data, gather its facts and plan; bad input stops the run before any change."""
     try:
-        settings = load_settings(host.data.dict())
-        facts = gather_host_facts(host, model_dir=settings.model_dir, ports=[settings.vllm_port])
-        active = bool(host.get_fact(SystemdStatus).get(f"{UNIT_NAME}.service", False))
-        return build_plan(settings, facts, host.name, service_active=active)
+        instances = load_instances(host.data.dict())
+        settings = instances[0].settings
+        facts = gather_host_facts(host, model_dir=settings.model_dir,
+                                  ports=[i.settings.vllm_port for i in instances])
+        statuses = host.get_fact(SystemdStatus)
+        active = {i.unit for i in instances if statuses.get(f"{i.unit}.service")}
+        try:
+            api_key = resolve_api_key(settings)
+        except (OSError, ValueError) as error:
+            raise PlanError(f"vllm_api_key_file: {error}") from None
+        return build_host_plan(instances, facts, host.name, active_units=active, gateway=_gateway(settings),
+                               api_key=api_key, facts_for_model=_facts_for_model(facts))
     except (SettingsError, PlanError) as error:
         raise DeployError(f"{host.name}: {error}") from None

@@ -22,7 +22,8 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import apt, files, pip, python, server
 
-from plan.service import ServicePlan
+from plan.host import HostPlan
+from plan.service import ModelPlan
 
 MANIFEST = ".vllm-deploy-manifest.sha256"
 MARKER = ".vllm-deploy-complete"
@@ -47,11 +48,18 @@ def local_manifest(root: str | Path) -> str:
 
 
 @deploy("Model files")
-def model_files(plan: ServicePlan) -> list[OperationMeta]:
-    """Returns the operations whose change means the service must restart."""
-    model = plan.model
+def model_files(plan: HostPlan) -> dict[str, list[OperationMeta]]:
+    """Each model directory once; returns, per directory, the operations whose change restarts its instances."""
+    return {model.host_dir: _model_files(plan, model, index) for index, model in enumerate(plan.models)}
+
+
+def download_unit(index: int) -> str:
+    return DOWNLOAD_UNIT if index == 0 else f"{DOWNLOAD_UNIT}-{index}"
+
+
+def _model_files(plan: HostPlan, model: ModelPlan, index: int) -> list[OperationMeta]:
     if model.source != "local":
-        return download(plan)
+        return download(plan, model, index)
     manifest = local_manifest(model.local_path)
     digest = hashlib.sha256(manifest.encode()).hexdigest()
     marker = host.get_fact(FileContents, path=f"{model.host_dir}/{MARKER}")
@@ -78,16 +86,16 @@ def model_files(plan: ServicePlan) -> list[OperationMeta]:
     )]
 
 
-def download(plan: ServicePlan) -> list[OperationMeta]:
+def download(plan: HostPlan, model: ModelPlan, index: int) -> list[OperationMeta]:
     """Download from ModelScope or a Hugging Face endpoint in a systemd oneshot on the host.
 
     The download outlives a dropped SSH session, resumes where it stopped (both hub
     CLIs skip complete files), and runs once per host whatever the parallel size.
     """
-    model = plan.model
     marker = host.get_fact(FileContents, path=f"{model.host_dir}/{MARKER}")
     if marker:
         return []
+    unit = download_unit(index)
     hub_venv = f"{plan.prefix}/hub-venv"
     package = "modelscope" if model.source == "modelscope" else "huggingface_hub"
     apt.packages(name="Python virtualenv support", packages=["python3-venv"], update=True, cache_time=86400)
@@ -96,18 +104,19 @@ def download(plan: ServicePlan) -> list[OperationMeta]:
     files.template(
         name="Model download unit",
         src=str(TEMPLATES / "model-download.service.j2"),
-        dest=f"/etc/systemd/system/{DOWNLOAD_UNIT}.service",
+        dest=f"/etc/systemd/system/{unit}.service",
         mode="644",
-        plan=plan,
-        command=download_command(plan, hub_venv),
+        host_name=plan.host,
+        model=model,
+        command=download_command(model, hub_venv),
         marker=MARKER,
     )
-    return [python.call(name=f"Download {model.name} from {model.source}", function=run_download, plan=plan)]
+    return [python.call(name=f"Download {model.name} from {model.source}", function=run_download, model=model,
+                        unit=f"{unit}.service")]
 
 
-def download_command(plan: ServicePlan, hub_venv: str) -> str:
+def download_command(model: ModelPlan, hub_venv: str) -> str:
     """The hub CLI command line that fills the model directory."""
-    model = plan.model
     if model.source == "modelscope":
         command = [f"{hub_venv}/bin/modelscope", "download", "--model", model.name, "--local_dir", model.host_dir]
     else:
@@ -117,23 +126,22 @@ def download_command(plan: ServicePlan, hub_venv: str) -> str:
     return shlex.join(command)
 
 
-def run_download(plan: ServicePlan) -> None:
+def run_download(model: ModelPlan, unit: str) -> None:
     """Start the oneshot and show bytes and rate until it finishes; fail with its journal."""
-    unit = f"{DOWNLOAD_UNIT}.service"
     host.run_shell_command(f"systemctl daemon-reload && systemctl start --no-block {unit}")
     start = last_time = time.monotonic()
     last_bytes = 0.0
     while True:
         gevent.sleep(5)
         _, out = host.run_shell_command(
-            f"systemctl show -p ActiveState,Result {unit}; du -sb {plan.model.host_dir} 2>/dev/null | cut -f1")
+            f"systemctl show -p ActiveState,Result {unit}; du -sb {model.host_dir} 2>/dev/null | cut -f1")
         lines = out.stdout_lines
         state = dict(line.split("=", 1) for line in lines if "=" in line)
         size = float(next((line for line in lines if line.isdigit()), 0))
         now = time.monotonic()
         rate = (size - last_bytes) / max(now - last_time, 1e-6)
         last_bytes, last_time = size, now
-        logger.info(f"[{host.name}] downloading {plan.model.name}: {size / 2**30:.2f} GiB, "
+        logger.info(f"[{host.name}] downloading {model.name}: {size / 2**30:.2f} GiB, "
                     f"{rate / 2**20:.1f} MiB/s, {now - start:.0f}s")
         if "ActiveState" not in state:
             raise OperationError(f"cannot read the state of {unit} (systemctl show printed {lines!r})")

@@ -1,26 +1,57 @@
-"""Configure and activate stage: env file, unit file, chat template, the running service."""
+"""Configure and activate stage: per instance its env file, unit, chat template and running service.
+
+Instances are handled one at a time, each (re)started and verified before the
+next is touched, so a change of model, flags or vLLM version rolls through the
+host while its other instances (and the gateway in front of them) keep serving.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from io import StringIO
 from pathlib import Path
 
+from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import files, systemd
+from pyinfra.facts.systemd import SystemdStatus
+from pyinfra.operations import files, server, systemd
 
+from plan.host import HostPlan
 from plan.service import ServicePlan
+from tasks.verify import verify_instance
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
-@deploy("vLLM service")
-def service_unit(plan: ServicePlan, restart_when: list[OperationMeta] | None = None) -> OperationMeta:
-    """Render and (re)start the unit; restarted when it or any of `restart_when` changes."""
-    changes = list(restart_when or [])
+def api_key_files(plan: HostPlan) -> list[OperationMeta]:
+    """The key for vLLM (env file) and for checks on the host (curl header file), both 0600 root.
+
+    Uploaded from memory: the key never appears in a command line or in pyinfra's output.
+    """
+    if not plan.api_key or not plan.key_env_file or not plan.key_header_file:
+        return []
+    files.directory(name="Config directory", path=plan.config_dir, user="root", group="root", mode="755")
+    return [
+        files.put(name="API key for vLLM (0600)", src=StringIO(f"VLLM_API_KEY={plan.api_key}\n"),
+                  dest=plan.key_env_file, user="root", group="root", mode="600"),
+        files.put(name="API key header for checks on the host (0600)",
+                  src=StringIO(f"Authorization: Bearer {plan.api_key}\n"),
+                  dest=plan.key_header_file, user="root", group="root", mode="600"),
+    ]
+
+
+def _changed(ops: list[OperationMeta]) -> Callable[[], bool]:
+    return lambda: any(op.did_change() for op in ops)
+
+
+def _instance_files(plan: ServicePlan) -> tuple[list[OperationMeta], OperationMeta]:
+    """Render the instance's files; returns (every file op, the unit file op)."""
+    changes = []
     group = "root" if plan.runtime == "docker" else plan.user
     if plan.chat_template_source:
         changes.append(files.put(
-            name="Chat template",
+            name=f"{plan.unit}: chat template",
             src=plan.chat_template_source,
             dest=[a for a in plan.argv if a.endswith(".jinja")][-1],
             user="root",
@@ -28,7 +59,7 @@ def service_unit(plan: ServicePlan, restart_when: list[OperationMeta] | None = N
             mode="640",
         ))
     changes.append(files.template(
-        name="Service environment",
+        name=f"{plan.unit}: environment",
         src=str(TEMPLATES / "vllm.env.j2"),
         dest=plan.env_file,
         user="root",
@@ -37,7 +68,7 @@ def service_unit(plan: ServicePlan, restart_when: list[OperationMeta] | None = N
         plan=plan,
     ))
     unit = files.template(
-        name="Service unit",
+        name=f"{plan.unit}: unit",
         src=str(TEMPLATES / "vllm.service.j2"),
         dest=plan.unit_file,
         user="root",
@@ -48,7 +79,7 @@ def service_unit(plan: ServicePlan, restart_when: list[OperationMeta] | None = N
     changes.append(unit)
     if plan.docker_script:
         files.template(
-            name="Standalone docker run script",
+            name=f"{plan.unit}: standalone docker run script",
             src=str(TEMPLATES / "docker-run.sh.j2"),
             dest=plan.docker_script,
             user="root",
@@ -56,11 +87,32 @@ def service_unit(plan: ServicePlan, restart_when: list[OperationMeta] | None = N
             mode="755",
             plan=plan,
         )
-    return systemd.service(
-        name=f"{plan.unit}.service enabled and running",
-        service=f"{plan.unit}.service",
-        running=True,
-        enabled=True,
-        daemon_reload=unit.will_change,
-        restarted=any(op.will_change for op in changes),
-    )
+    return changes, unit
+
+
+@deploy("vLLM instances")
+def service_instances(plan: HostPlan, restart_all: list[OperationMeta],
+                      restart_model: dict[str, list[OperationMeta]] | None = None) -> list[OperationMeta]:
+    """Each instance in turn: render, enable, (re)start when anything it runs on changed, verify.
+
+    Returns the (re)start operations, so later stages can tell whether anything restarted.
+    """
+    running = host.get_fact(SystemdStatus)
+    starts = []
+    for instance in plan.instances:
+        changes, unit = _instance_files(instance)
+        changes += restart_all + (restart_model or {}).get(instance.model.host_dir, [])
+        server.shell(name=f"{instance.unit}: systemd daemon-reload", commands=["systemctl daemon-reload"],
+                     _if=unit.did_change)
+        systemd.service(name=f"{instance.unit}.service enabled at boot", service=f"{instance.unit}.service",
+                        running=None, enabled=True)
+        is_running = bool(running.get(f"{instance.unit}.service"))
+        start = server.shell(
+            name=f"{instance.unit}: {'restart' if is_running else 'start'} (rolling: one instance at a time)",
+            commands=[f"systemctl reset-failed {instance.unit}.service 2>/dev/null; "
+                      f"systemctl restart --no-block {instance.unit}.service"],
+            _if=(lambda: True) if not is_running else _changed(changes),
+        )
+        verify_instance(instance, when=start.did_change)
+        starts.append(start)
+    return starts

@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from collections.abc import Callable
 
 import gevent
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import OperationError
+from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
+from plan.host import HostPlan
 from plan.service import ServicePlan
 
 POLL_SECONDS = 2.0
@@ -33,13 +36,21 @@ def _unit_state(unit: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def _http(plan: ServicePlan, path: str, payload: dict | None = None) -> tuple[str, str]:
-    """(status code, body) of a request made with curl on the host, over loopback."""
-    url = f"http://127.0.0.1:{plan.port}{path}"
+def curl(url: str, payload: dict | None = None, header_file: str | None = None, extra: str = "") -> tuple[str, str]:
+    """(status code, body) of a request made with curl on the host.
+
+    The API key is read by curl from a 0600 header file, so it is in no command line.
+    """
     data = f" -H 'Content-Type: application/json' --data {shlex.quote(json.dumps(payload))}" if payload else ""
-    ok, text = _run(f"curl -sS -m 30 -w '\\n%{{http_code}}' {url}{data} 2>/dev/null || true")
+    auth = f" -H @{header_file}" if header_file else ""
+    ok, text = _run(f"curl -sS -m 30 -w '\\n%{{http_code}}'{auth}{extra} {url}{data} 2>/dev/null || true")
     body, _, code = text.rpartition("\n")
     return code.strip() or "000", body
+
+
+def _http(plan: ServicePlan, path: str, payload: dict | None = None) -> tuple[str, str]:
+    """(status code, body) of a request to the instance, from the host itself."""
+    return curl(f"http://{plan.probe_host}:{plan.port}{path}", payload, plan.key_header_file)
 
 
 def _fail(plan: ServicePlan, message: str) -> None:
@@ -89,12 +100,22 @@ def wait_until_serving(plan: ServicePlan) -> None:
                 f"{time.monotonic() - start:.0f}s; completion: {choices[0].get('text')!r}")
 
 
-@deploy("Verify vLLM")
-def verify(plan: ServicePlan, when=None) -> None:
-    """Verify now, or only when `when()` is true at execution time (after a change)."""
-    python.call(
-        name=f"Verify {plan.served_name} on port {plan.port}",
+def verify_instance(plan: ServicePlan, when: Callable[[], bool] | None = None) -> OperationMeta:
+    """Verify now, or only when `when()` is true at execution time (after a (re)start)."""
+    return python.call(
+        name=f"{plan.unit}: verify '{plan.served_name}' on port {plan.port}",
         function=wait_until_serving,
         plan=plan,
         _if=when,
     )
+
+
+@deploy("Verify vLLM")
+def verify(plan: HostPlan) -> None:
+    """Every instance of the host, then its gateway: nothing is changed."""
+    from tasks.gateway import verify_gateway  # the gateway stage uses this module's curl
+
+    for instance in plan.instances:
+        verify_instance(instance)
+    if plan.gateway:
+        verify_gateway(plan)

@@ -18,22 +18,30 @@ from typing import Any
 from pyinfra.context import ctx_host, ctx_state
 
 from facts.gather import gather_host_facts
-from plan.service import ServicePlan, build_plan
-from plan.settings import load_settings
+from plan.host import HostPlan, build_host_plan
+from plan.service import ServicePlan
+from plan.settings import load_instances
 from tasks.model_files import MARKER
 from tests.fakehosts import fake_host_data, make_fake_state, write_inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def plan_for(profile: str, data: dict[str, Any], state: str = "converged") -> ServicePlan:
-    """The plan deploy.py computes for this recorded host, computed here without the CLI."""
+def host_plan_for(profile: str, data: dict[str, Any], state: str = "converged") -> HostPlan:
+    """The host plan deploy.py computes for this recorded host, computed here without the CLI."""
     fake = make_fake_state([("h", fake_host_data(profile, state))])
     host = fake.inventory.get_host("@fake/h")
     with ctx_state.use(fake), ctx_host.use(host):
-        settings = load_settings(data)
+        instances = load_instances(data)
+        settings = instances[0].settings
         facts = gather_host_facts(host, model_dir=settings.model_dir, ports=[settings.vllm_port])
-        return build_plan(settings, facts, host.name)
+        key = "sk-plan-only-0123456789" if settings.vllm_require_api_key else None
+        return build_host_plan(instances, facts, host.name, api_key=key)
+
+
+def plan_for(profile: str, data: dict[str, Any], state: str = "converged") -> ServicePlan:
+    """The (first) instance's plan, as deploy.py computes it for this recorded host."""
+    return host_plan_for(profile, data, state).instances[0]
 
 
 def serving_responses(plan: ServicePlan, model_present: bool = True) -> dict[str, Any]:
@@ -65,7 +73,7 @@ def run_fake_deploy(tmp: Path, profile: str, data: dict[str, Any], plan: Service
                     state: str = "converged", *args: str, model_present: bool = True,
                     ) -> tuple[subprocess.CompletedProcess, Path]:
     """Run `pyinfra INVENTORY deploy.py -y ARGS` on one fake host; returns the run and its files dir."""
-    extra = dict(data)
+    extra = {"vllm_api_key_file": str(tmp / "api-keys" / "test.key"), **data}
     if plan is not None:
         extra["fake_responses"] = serving_responses(plan, model_present)
     inventory = write_inventory(tmp / "inventory.py", [("gpu", profile, state)], extra)

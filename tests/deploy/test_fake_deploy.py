@@ -54,7 +54,7 @@ def test_seed_000_four_2080ti_renders_the_articles_service(tmp_path: Path) -> No
     assert f"ExecStart={plan.command_line}" in unit
     assert "User=vllm" in unit and "Restart=on-failure" in unit and "After=network-online.target" in unit
     env = (out / "files/etc/vllm/vllm.env").read_text()
-    assert 'NCCL_P2P_DISABLE="1"' in env and 'HF_HUB_OFFLINE="1"' in env
+    assert "NCCL_P2P_DISABLE=1\n" in env and "HF_HUB_OFFLINE=1\n" in env
     template = out / "files/etc/vllm/chat-template-qwen3-programming.jinja"
     assert "<|im_start|>" in template.read_text()
     assert _flag(argv, "--chat-template") == "/etc/vllm/chat-template-qwen3-programming.jinja"

@@ -73,7 +73,7 @@ def test_fresh_host_is_deployed_and_serves(deployed: Deployed) -> None:
     assert "Restart=on-failure" in unit.content_string and "EnvironmentFile=/etc/vllm/vllm.env" in unit.content_string
     env = ti.file("/etc/vllm/vllm.env")
     assert (env.user, env.group, env.mode) == ("root", "vllm", 0o640)
-    assert 'VLLM_ENABLE_V1_MULTIPROCESSING="0"' in env.content_string
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING=0\n" in env.content_string
     state = ti.file("/opt/vllm/state")
     assert (state.user, state.mode) == ("vllm", 0o750)
     config = ti.file("/srv/models/tiny-llama/config.json")

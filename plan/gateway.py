@@ -1,0 +1,134 @@
+"""The gateway plan: one nginx entry point per deployment, over every instance of every host in it.
+
+Pure data, computed from settings alone (ports and served names), so the
+gateway host can plan its upstreams without the facts of the other hosts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from plan.settings import InstanceSettings, Settings
+
+STAGING_DIR = "/etc/vllm/gateway"
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One vLLM instance as the gateway reaches it."""
+
+    host: str
+    instance: str
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """All instances serving one model name: nginx balances over them."""
+
+    name: str
+    model: str
+    backends: tuple[Backend, ...]
+
+
+@dataclass(frozen=True)
+class GatewayPlan:
+    """The nginx gateway of one deployment, on one host."""
+
+    deployment: str
+    host: str
+    port: int
+    tls: bool
+    server_name: str
+    require_api_key: bool
+    upstreams: tuple[Upstream, ...]
+    cert_source: str | None
+    key_source: str | None
+
+    @property
+    def ident(self) -> str:
+        """The deployment as an nginx identifier (variables and upstreams allow no '-')."""
+        return re.sub(r"[^a-z0-9_]", "_", self.deployment)
+
+    @property
+    def staging(self) -> str:
+        return f"{STAGING_DIR}/{self.deployment}"
+
+    @property
+    def cert_path(self) -> str:
+        return f"{self.staging}/tls.crt"
+
+    @property
+    def key_path(self) -> str:
+        return f"{self.staging}/tls.key"
+
+    @property
+    def routes_by_model(self) -> bool:
+        """Several models behind one entry point: requests are routed by their "model" (njs)."""
+        return len(self.upstreams) > 1
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.server_name}:{self.port}"
+
+    # Live locations nginx reads; the staged copies under `staging` are rendered first, then
+    # installed only once `nginx -t` accepts them.
+    @property
+    def live_files(self) -> dict[str, str]:
+        files = {
+            "gateway.conf": f"/etc/nginx/conf.d/vllm-{self.deployment}.conf",
+            "keys.conf": f"/etc/nginx/vllm-{self.deployment}-keys.conf",
+        }
+        if self.routes_by_model:
+            files["route.js"] = f"/etc/nginx/njs/vllm-{self.deployment}.js"
+        return files
+
+    @property
+    def apt_packages(self) -> tuple[str, ...]:
+        return ("nginx", "openssl", "curl") + (("libnginx-mod-http-js",) if self.routes_by_model else ())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        tls = ("TLS from " + self.cert_source if self.cert_source else "TLS self-signed") if self.tls else "plain HTTP"
+        key = "API key required" if self.require_api_key else "no API key"
+        lines = [f"gateway {self.deployment} on {self.host}: {self.url}/v1 ({key}, {tls})"]
+        for upstream in self.upstreams:
+            servers = ", ".join(f"{b.address}:{b.port} ({b.host}/{b.instance})" for b in upstream.backends)
+            lines.append(f"  model '{upstream.model}' -> least_conn over {servers}")
+        return "\n".join(lines)
+
+
+def build_gateway_plan(settings: Settings, host: str,
+                       members: Iterable[tuple[str, Settings, tuple[InstanceSettings, ...]]]) -> GatewayPlan:
+    """The gateway of `host` over `members`: (inventory name, host settings, instances) of each deployment host.
+
+    Instances on the gateway's own host are reached on loopback (they listen there only);
+    the others at their vllm_advertise_address, or their inventory name.
+    """
+    by_model: dict[str, list[Backend]] = {}
+    for name, member, instances in members:
+        address = LOOPBACK if name == host else (member.vllm_advertise_address or name)
+        for instance in instances:
+            backend = Backend(host=name, instance=instance.name, address=address, port=instance.settings.vllm_port)
+            by_model.setdefault(instance.settings.vllm_served_model_name, []).append(backend)
+    ident = re.sub(r"[^a-z0-9_]", "_", settings.vllm_deployment)
+    upstreams = tuple(Upstream(name=f"vllm_{ident}_{index}", model=model, backends=tuple(backends))
+                      for index, (model, backends) in enumerate(sorted(by_model.items())))
+    return GatewayPlan(
+        deployment=settings.vllm_deployment,
+        host=host,
+        port=settings.vllm_gateway_port,
+        tls=settings.vllm_gateway_tls,
+        server_name=settings.vllm_gateway_server_name or host,
+        require_api_key=settings.vllm_require_api_key,
+        upstreams=upstreams,
+        cert_source=settings.vllm_gateway_tls_cert,
+        key_source=settings.vllm_gateway_tls_key,
+    )

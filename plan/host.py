@@ -1,0 +1,201 @@
+"""The host plan: every vLLM instance of one host, how they share GPUs, and the host's API key files.
+
+Pure data like the service plan. It is where instance-level decisions meet:
+GPU fractions are checked against the memory that is free at start-up (vLLM
+refuses to start when utilization x total exceeds free memory, which is what
+users hit when two instances share a card), and instances that share a GPU are
+ordered so that each starts only when the previous one holds its memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from plan.gateway import GatewayPlan
+from plan.service import CONFIG_DIR, InstallPlan, ModelPlan, PlanError, ServicePlan, build_plan
+from plan.settings import InstanceSettings
+
+KEY_ENV_FILE = f"{CONFIG_DIR}/api-key.env"
+KEY_HEADER_FILE = f"{CONFIG_DIR}/api-key.header"
+# Memory kept out of the fractions on a shared GPU: the CUDA context of each process and the driver's share.
+SHARED_GPU_MARGIN = 0.02
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """All instances of one host, the gateway it runs (if any), and where the API key lives."""
+
+    host: str
+    instances: tuple[ServicePlan, ...]
+    gateway: GatewayPlan | None = None
+    require_api_key: bool = False
+    key_env_file: str | None = None
+    key_header_file: str | None = None
+    warnings: tuple[str, ...] = ()
+    # Input, not decision: kept out of repr, to_dict and the summary so it is never printed.
+    api_key: str | None = field(default=None, repr=False, compare=False)
+
+    # Host-level facts of the plan: every instance shares the runtime, the install and the user.
+    @property
+    def first(self) -> ServicePlan:
+        return self.instances[0]
+
+    @property
+    def device(self) -> str:
+        return self.first.device
+
+    @property
+    def runtime(self) -> str:
+        return self.first.runtime
+
+    @property
+    def user(self) -> str:
+        return self.first.user
+
+    @property
+    def prefix(self) -> str:
+        return self.first.prefix
+
+    @property
+    def venv(self) -> str:
+        return self.first.venv
+
+    @property
+    def python(self) -> str:
+        return self.first.python
+
+    @property
+    def state_dir(self) -> str:
+        return self.first.state_dir
+
+    @property
+    def config_dir(self) -> str:
+        return self.first.config_dir
+
+    @property
+    def install(self) -> InstallPlan:
+        return self.first.install
+
+    @property
+    def docker_image(self) -> str | None:
+        return self.first.docker_image
+
+    @property
+    def models(self) -> tuple[ModelPlan, ...]:
+        """Each model directory once, whatever number of instances serve it."""
+        seen: dict[str, ModelPlan] = {}
+        for instance in self.instances:
+            seen.setdefault(instance.model.host_dir, instance.model)
+        return tuple(seen.values())
+
+    def summary(self) -> str:
+        parts = [instance.summary() for instance in self.instances]
+        if self.gateway:
+            parts.append(self.gateway.summary())
+        parts += [f"  warning   {warning}" for warning in self.warnings]
+        return "\n".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but secrets (the key itself never enters the plan)."""
+        return {
+            "host": self.host,
+            "instances": [instance.to_dict() for instance in self.instances],
+            "gateway": self.gateway.to_dict() if self.gateway else None,
+            "require_api_key": self.require_api_key,
+            "warnings": list(self.warnings),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _check_models(instances: Iterable[ServicePlan]) -> None:
+    by_dir: dict[str, ServicePlan] = {}
+    for instance in instances:
+        other = by_dir.setdefault(instance.model.host_dir, instance)
+        if (other.model.name, other.model.source, other.model.local_path) != (
+                instance.model.name, instance.model.source, instance.model.local_path):
+            raise PlanError(f"model_dir: instances '{other.name}' and '{instance.name}' put different models in "
+                            f"{instance.model.host_dir}; give each model its own model_dir")
+
+
+def _shared_gpu_order(instances: list[ServicePlan], explicit: set[str], facts: Any,
+                      active_units: set[str]) -> list[ServicePlan]:
+    """Check fractions per GPU and order the start of instances that share one; returns updated plans.
+
+    `explicit` names the instances whose gpu_memory_utilization the user set: a shared GPU needs it.
+    """
+    gpus = list(getattr(facts, "gpus", None) or [])
+    if not gpus or len(instances) < 2:
+        return instances
+    users: dict[int, list[ServicePlan]] = {}
+    for instance in instances:
+        for index in instance.gpus if instance.gpus is not None else [g.index for g in gpus]:
+            users.setdefault(index, []).append(instance)
+    after: dict[str, list[str]] = {i.unit: [] for i in instances}
+    for gpu in gpus:
+        sharing = users.get(gpu.index, [])
+        if len(sharing) < 2:
+            continue
+        names = ", ".join(i.name for i in sharing)
+        fractions = []
+        for instance in sharing:
+            fraction = instance.sizing.get("gpu_memory_utilization")
+            if instance.name not in explicit:
+                raise PlanError(f"vllm_instances ({instance.name}).gpu_memory_utilization: instances {names} share "
+                                f"GPU {gpu.index}; give each its fraction of the GPU's memory, e.g. "
+                                f"{round((1 - SHARED_GPU_MARGIN) / len(sharing) - 0.005, 2)} each")
+            fractions.append(float(fraction))
+        total = gpu.memory_total_mib or 0
+        free = gpu.memory_free_mib if gpu.memory_free_mib is not None else total
+        # Memory our own running instances hold will be free again when they restart.
+        ours = sum(f for i, f in zip(sharing, fractions, strict=True) if i.unit in active_units) * total
+        available = min(total, free + ours) / total - SHARED_GPU_MARGIN if total else 1.0
+        if sum(fractions) > available + 1e-9:
+            detail = " + ".join(f"{i.name} {f:g}" for i, f in zip(sharing, fractions, strict=True))
+            raise PlanError(
+                f"vllm_instances: GPU {gpu.index} is over-committed: {detail} = {sum(fractions):.2f} of its "
+                f"{total / 1024:.1f} GiB, but only {max(available, 0):.2f} is free at start-up "
+                f"({free / 1024:.1f} GiB free now, {SHARED_GPU_MARGIN:.0%} kept for CUDA contexts); lower the "
+                "fractions (vLLM takes utilization x total memory and refuses to start above free memory)")
+        for position, instance in enumerate(sharing):
+            for earlier in sharing[:position]:
+                if earlier.unit not in after[instance.unit]:
+                    after[instance.unit].append(earlier.unit)
+    return [replace(i, after=tuple(after[i.unit])) for i in instances]
+
+
+def build_host_plan(instances: tuple[InstanceSettings, ...], facts: Any, host: str,
+                    active_units: set[str] | None = None, gateway: GatewayPlan | None = None,
+                    api_key: str | None = None, facts_for_model: Any = None) -> HostPlan:
+    """Plan every instance of the host, check how they share it, and attach the gateway it runs.
+
+    `facts_for_model(model_dir)` gives the facts seen from another model directory (its disk and
+    config.json); by default every instance sees `facts`.
+    """
+    active = active_units or set()
+    host_settings = instances[0].settings
+    key = host_settings.vllm_require_api_key
+    key_files = (KEY_ENV_FILE, KEY_HEADER_FILE) if key else None
+    listen = LOOPBACK if gateway is not None else None
+    if key and not api_key:
+        raise PlanError("vllm_api_key: vllm_require_api_key is on but no key was given or generated")
+    view = facts_for_model or (lambda _model_dir: facts)
+    plans = [build_plan(i.settings, view(i.settings.model_dir), host, service_active=i.unit in active, name=i.name,
+                        unit=i.unit, gpus=i.gpus, listen_host=listen, key_files=key_files) for i in instances]
+    _check_models(plans)
+    explicit = {i.name for i in instances if i.settings.vllm_gpu_memory_utilization is not None}
+    plans = _shared_gpu_order(plans, explicit, facts, active)
+    return HostPlan(
+        host=host,
+        instances=tuple(plans),
+        gateway=gateway,
+        require_api_key=key,
+        key_env_file=KEY_ENV_FILE if key else None,
+        key_header_file=KEY_HEADER_FILE if key else None,
+        api_key=api_key if key else None,
+    )

@@ -1,0 +1,64 @@
+"""Several instances on one recorded GPU server, through the real pyinfra CLI (@fake connector)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.deploy.fakeserver import host_plan_for, run_fake_deploy, serving_responses
+
+SHARED = {"model": "Qwen/Qwen3-8B", "vllm_max_model_len": 8192, "vllm_instances": [
+    {"name": "a", "port": 8001, "gpus": [0], "gpu_memory_utilization": 0.45},
+    {"name": "b", "port": 8002, "gpus": [0], "gpu_memory_utilization": 0.45},
+]}
+
+
+def _responses(plan) -> dict:
+    responses: dict = {}
+    for instance in plan.instances:
+        responses.update(serving_responses(instance))
+    return responses
+
+
+def test_two_instances_on_one_gpu_render_ordered_units_and_roll_one_at_a_time(tmp_path: Path) -> None:
+    plan = host_plan_for("h100-x1-ubuntu2404", SHARED)
+    proc, out = run_fake_deploy(tmp_path, "h100-x1-ubuntu2404", {**SHARED, "fake_responses": _responses(plan)},
+                                None)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    unit_a = (out / "files/etc/systemd/system/vllm-a.service").read_text()
+    unit_b = (out / "files/etc/systemd/system/vllm-b.service").read_text()
+    assert "vllm-a.service" not in unit_a.split("[Service]")[0]
+    assert "After=network-online.target vllm-a.service" in unit_b, "b starts once a holds its memory"
+    for unit, port in ((unit_a, 8001), (unit_b, 8002)):
+        assert f"curl -sf -o /dev/null http://127.0.0.1:{port}/health" in unit
+        assert "EnvironmentFile=/etc/vllm/api-key.env" in unit
+    assert "CUDA_VISIBLE_DEVICES=0\n" in (out / "files/etc/vllm/vllm-b.env").read_text()
+    key = (out / "files/etc/vllm/api-key.env").read_text()
+    assert key.startswith("VLLM_API_KEY=sk-vllm-")
+    assert key.split("=", 1)[1].strip() not in proc.stdout + proc.stderr + (out / "commands.txt").read_text()
+    # Rolling: a is started and verified before anything of b is rendered or started.
+    output = proc.stdout + proc.stderr
+    order = [output.index(marker) for marker in (
+        "vllm-a: start", "vllm-a: verify", "vllm-b: unit", "vllm-b: start", "vllm-b: verify")]
+    assert order == sorted(order), output[-4000:]
+
+
+def test_over_committed_gpu_is_refused_before_any_change(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(SHARED))
+    data["vllm_instances"][1]["gpu_memory_utilization"] = 0.6
+    proc, out = run_fake_deploy(tmp_path, "h100-x1-ubuntu2404", data, None)
+    assert proc.returncode != 0
+    assert "GPU 0 is over-committed: a 0.45 + b 0.6" in proc.stdout + proc.stderr
+    commands = (out / "commands.txt").read_text()
+    for change in ("apt-get install", "apt-get update", "useradd ", "daemon-reload", "systemctl restart"):
+        assert change not in commands, change
+    assert not (out / "files").exists()
+
+
+def test_two_instances_on_one_port_are_refused_before_any_change(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(SHARED))
+    data["vllm_instances"][1]["port"] = 8001
+    proc, out = run_fake_deploy(tmp_path, "h100-x1-ubuntu2404", data, None)
+    assert proc.returncode != 0
+    assert "vllm_instances[1] (b).port: 8001 is already the port of instance 'a'" in proc.stdout + proc.stderr
+    assert not (out / "files").exists()
