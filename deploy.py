@@ -1,7 +1,8 @@
 """Deploy verified vLLM services: `pyinfra inventory/prod.py deploy.py`.
 
 Stages, in order: settings (validated host data) -> facts -> plan (printed,
-and the host fails here with reasons if a model does not fit) -> install ->
+and the host fails here with reasons if a model does not fit) -> NVIDIA driver
+(installed, rebooted into and checked when missing or old) -> install ->
 model files -> API key -> instances (each restarted and verified in turn) ->
 gateway. Nothing changes on any host until every host has a plan, so bad input
 stops the run before the first change.
@@ -11,15 +12,20 @@ from pyinfra import logger
 
 from tasks.gateway import gateway
 from tasks.host_plan import plan_for_current_host
+from tasks.install_conda import install_conda
 from tasks.install_docker import install_docker
 from tasks.install_venv import install_venv
 from tasks.model_files import model_files
+from tasks.nvidia_driver import driver_plan_for_current_host, nvidia_driver
 from tasks.service_unit import api_key_files, service_instances
 
 plan = plan_for_current_host()
 logger.info(plan.summary())
+driver = driver_plan_for_current_host(plan.device)
+logger.info(driver.summary())
+nvidia_driver(driver)
 
-install = install_docker if plan.runtime == "docker" else install_venv
+install = {"docker": install_docker, "conda": install_conda}.get(plan.runtime, install_venv)
 restart_all = install(plan) + api_key_files(plan)
 restarts = service_instances(plan, restart_all=restart_all, restart_model=model_files(plan))
 gateway(plan, restarts=restarts)

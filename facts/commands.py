@@ -45,6 +45,12 @@ LISTENING_TCP = "ss -ltnH 2>&1 || true"
 KERNEL_MODULES = "cat /proc/modules 2>&1 || true"
 SECURE_BOOT = "mokutil --sb-state 2>&1 || true"
 DOCKER_INFO = "docker info --format '{{json .}}' 2>&1 || true"
+# The running kernel: DKMS builds the NVIDIA module against its headers (linux-headers-<release>).
+KERNEL_RELEASE = "uname -r"
+# The driver stage's check after an install: one row per GPU the new driver sees.
+DRIVER_CHECK = "nvidia-smi --query-gpu=index,name,driver_version --format=csv,noheader 2>&1"
+# Where docker keeps images: the docker runtime needs room there for the vLLM image.
+DOCKER_ROOT = "/var/lib/docker"
 
 DISK_SPACE_MARK = "df -B1 --output=avail,size"
 DPKG_MARK = "dpkg-query -W -f="
@@ -83,3 +89,29 @@ def dpkg_versions(packages: Iterable[str] = DPKG_PACKAGES) -> str:
 def model_config(path: str) -> str:
     """The model's config.json, or nothing when the model is not on the host yet."""
     return f"cat {shlex.quote(path.rstrip('/') + MODEL_CONFIG_MARK)} 2>/dev/null || true"
+
+
+# --- install stages of the docker and conda runtimes --------------------------------------------------------------
+# The docker daemon's own configuration: does it have the nvidia runtime and the registry mirrors?
+DOCKER_DAEMON_JSON = "cat /etc/docker/daemon.json 2>&1 || true"
+TEXT_FILES_MARK = "tail -v -n +1 --"
+FILE_HASHES_MARK = "sha256sum --"
+CONDA_STATE_MARK = "/bin/conda --version"
+
+
+def text_files(paths: Iterable[str]) -> str:
+    """Several small files in one round trip: each under tail's `==> PATH <==` header, a missing one as
+    tail's `cannot open` line (apt sources, .condarc, pip.conf)."""
+    return f"{TEXT_FILES_MARK} {' '.join(shlex.quote(p) for p in paths)} 2>&1 || true"
+
+
+def file_hashes(paths: Iterable[str]) -> str:
+    """SHA-256 of each file (apt keyrings: present or not, without printing the keys)."""
+    return f"{FILE_HASHES_MARK} {' '.join(shlex.quote(p) for p in paths)} 2>&1 || true"
+
+
+def conda_state(prefix: str, env: str) -> str:
+    """conda's version under `prefix`, the environment's Python version and its pip packages."""
+    conda, python = shlex.quote(f"{prefix}/bin/conda"), shlex.quote(f"{env}/bin/python")
+    return (f"{conda} --version 2>&1; {python} --version 2>&1; "
+            f"{python} -m pip list --format=freeze --disable-pip-version-check 2>&1 || true")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from facts import commands
 from facts import host as fact
 from facts.parsers import DiskUsage, HostFacts
 
@@ -18,6 +19,9 @@ def gather_host_facts(host: Any, model_dir: str, ports: list[int]) -> HostFacts:
     usage = host.get_fact(fact.DiskSpace, path=model_dir)
     if usage is not None:
         disks[model_dir] = usage
+    docker_root = host.get_fact(fact.DiskSpace, path=commands.DOCKER_ROOT)
+    if docker_root is not None:
+        disks.setdefault(commands.DOCKER_ROOT, docker_root)
     return HostFacts(
         os=host.get_fact(fact.OsRelease),
         mem_total_bytes=host.get_fact(fact.MemTotal),
@@ -35,4 +39,5 @@ def gather_host_facts(host: Any, model_dir: str, ports: list[int]) -> HostFacts:
         packages=host.get_fact(fact.DebPackageVersions),
         docker=host.get_fact(fact.DockerInfo),
         model_config=host.get_fact(fact.ModelConfig, path=model_dir),
+        kernel_release=host.get_fact(fact.KernelRelease),
     )

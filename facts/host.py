@@ -209,3 +209,69 @@ class ModelConfig(FactBase[dict[str, Any] | None]):
 
     def process(self, output: list[str]) -> dict[str, Any] | None:
         return parsers.parse_json_object(output)
+
+
+class KernelRelease(FactBase[str | None]):
+    """The running kernel's release (`uname -r`): which headers DKMS needs for the NVIDIA module."""
+
+    def command(self) -> str:
+        return commands.KERNEL_RELEASE
+
+    def process(self, output: list[str]) -> str | None:
+        return parsers.parse_kernel_release(output)
+
+
+class DockerDaemonConfig(FactBase[parsers.DaemonConfig]):
+    """/etc/docker/daemon.json: the nvidia runtime and registry mirrors, next to the user's own keys."""
+
+    def command(self) -> str:
+        return commands.DOCKER_DAEMON_JSON
+
+    @staticmethod
+    def default() -> parsers.DaemonConfig:
+        return parsers.DaemonConfig(status="empty")
+
+    def process(self, output: list[str]) -> parsers.DaemonConfig:
+        return parsers.parse_daemon_json(output)
+
+
+class TextFiles(FactBase[dict[str, str | None]]):
+    """Contents of small text files (apt sources, .condarc, pip.conf); None for a missing one."""
+
+    def command(self, paths: tuple[str, ...]) -> str:
+        return commands.text_files(paths)
+
+    @staticmethod
+    def default() -> dict[str, str | None]:
+        return {}
+
+    def process(self, output: list[str]) -> dict[str, str | None]:
+        return parsers.parse_tail_files(output)
+
+
+class FileHashes(FactBase[dict[str, str | None]]):
+    """SHA-256 of files (apt keyrings); None for a missing one."""
+
+    def command(self, paths: tuple[str, ...]) -> str:
+        return commands.file_hashes(paths)
+
+    @staticmethod
+    def default() -> dict[str, str | None]:
+        return {}
+
+    def process(self, output: list[str]) -> dict[str, str | None]:
+        return parsers.parse_sha256sum(output)
+
+
+class CondaState(FactBase[parsers.CondaState]):
+    """Miniconda under `prefix` and its environment `env`: versions and pip packages."""
+
+    def command(self, prefix: str, env: str) -> str:
+        return commands.conda_state(prefix, env)
+
+    @staticmethod
+    def default() -> parsers.CondaState:
+        return parsers.CondaState()
+
+    def process(self, output: list[str]) -> parsers.CondaState:
+        return parsers.parse_conda_state(output)

@@ -639,6 +639,131 @@ def parse_json_object(text: Text) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def parse_kernel_release(text: Text) -> str | None:
+    """`uname -r`, e.g. 6.8.0-60-generic; None when the output is not a release string."""
+    for line in _lines(text):
+        token = line.strip()
+        if re.fullmatch(r"\d+\.\d+[\w.+~-]*", token):
+            return token
+    return None
+
+
+# --- docker daemon.json, small files, keyrings, conda -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """/etc/docker/daemon.json: 'missing' (no file), 'empty', 'invalid' (docker would refuse it) or 'ok'."""
+
+    status: Literal["ok", "missing", "empty", "invalid"]
+    data: Mapping[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+    @property
+    def nvidia_runtime(self) -> bool:
+        """`nvidia-ctk runtime configure --runtime=docker` has registered the nvidia runtime."""
+        runtimes = self.data.get("runtimes")
+        return isinstance(runtimes, Mapping) and "nvidia" in runtimes
+
+
+def parse_daemon_json(text: Text) -> DaemonConfig:
+    """`cat /etc/docker/daemon.json` with stderr merged."""
+    lines = _lines(text)
+    raw = "\n".join(lines).strip()
+    if not raw:
+        return DaemonConfig(status="empty")
+    if _is_missing(lines):
+        return DaemonConfig(status="missing", message=lines[0].strip())
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as error:
+        return DaemonConfig(status="invalid", message=f"not JSON: {error}")
+    if not isinstance(data, dict):
+        return DaemonConfig(status="invalid", message="not a JSON object")
+    return DaemonConfig(status="ok", data=data)
+
+
+_TAIL_HEADER = re.compile(r"^==> (.+) <==$")
+_TAIL_ERROR = re.compile(r"^tail: cannot open '(.+)' for reading: ")
+
+
+def parse_tail_files(text: Text) -> dict[str, str | None]:
+    """`tail -v -n +1 -- FILES 2>&1`: path -> content ('\\n'-terminated), None for a file tail cannot open.
+
+    tail separates files with a blank line, which is dropped; its error lines may land anywhere
+    (stderr is unbuffered), so they are recognised wherever they appear.
+    """
+    files: dict[str, str | None] = {}
+    current: str | None = None
+    body: dict[str, list[str]] = {}
+    for line in _lines(text):
+        error = _TAIL_ERROR.match(line)
+        if error:
+            files[error.group(1)] = None
+            continue
+        header = _TAIL_HEADER.match(line)
+        if header:
+            current = header.group(1)
+            body[current] = []
+            continue
+        if current is not None:
+            body[current].append(line)
+    for path, lines in body.items():
+        content = "\n".join(lines).rstrip("\n")
+        files[path] = content + "\n" if content else ""
+    return files
+
+
+def parse_sha256sum(text: Text) -> dict[str, str | None]:
+    """`sha256sum -- FILES 2>&1`: path -> hex digest, None for a file that does not exist."""
+    hashes: dict[str, str | None] = {}
+    for line in _lines(text):
+        match = re.match(r"^([0-9a-f]{64}) [ *](.+)$", line.strip())
+        if match:
+            hashes[match.group(2)] = match.group(1)
+            continue
+        missing = re.match(r"^sha256sum: (.+): No such file or directory$", line.strip())
+        if missing:
+            hashes[missing.group(1)] = None
+    return hashes
+
+
+@dataclass(frozen=True)
+class CondaState:
+    """A Miniconda install and its environment: conda's version, the env's Python and pip packages."""
+
+    conda_version: str | None = None
+    python_version: str | None = None
+    packages: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def python_minor(self) -> str | None:
+        """'3.12' from 'Python 3.12.11'."""
+        if not self.python_version:
+            return None
+        return ".".join(self.python_version.split(".")[:2])
+
+
+def normalize_dist(name: str) -> str:
+    """PEP 503 normalised distribution name, so 'ModelScope' and 'modelscope' compare equal."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse_conda_state(text: Text) -> CondaState:
+    """`conda --version; python --version; pip list --format=freeze` of facts.commands.conda_state."""
+    conda = python = None
+    packages: dict[str, str] = {}
+    for line in _lines(text):
+        token = line.strip()
+        if match := re.fullmatch(r"conda (\d+[\w.]*)", token):
+            conda = match.group(1)
+        elif match := re.fullmatch(r"Python (\d+\.\d+[\w.+]*)", token):
+            python = match.group(1)
+        elif match := re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", token):
+            packages[normalize_dist(match.group(1))] = match.group(2)
+    return CondaState(conda_version=conda, python_version=python, packages=packages)
+
+
 # --- everything together ----------------------------------------------------------------------------------------
 
 DriverState = Literal["working", "not_installed", "not_loaded", "mismatch", "no_gpu", "unknown"]
@@ -664,6 +789,7 @@ class HostFacts:
     packages: Mapping[str, DebPackage] = field(default_factory=dict)
     docker: DockerState = DockerState(status="empty")
     model_config: dict[str, Any] | None = None
+    kernel_release: str | None = None
 
     @property
     def gpus(self) -> tuple[GpuInfo, ...]:

@@ -23,8 +23,10 @@ model_dir = None
 hf_endpoint = None
 
 # --- Runtime -----------------------------------------------------------------
-# How vLLM runs: "venv" (a virtual environment under vllm_prefix) or "docker" (the
-# vllm/vllm-openai image run in the foreground by the systemd unit; NVIDIA GPUs only).
+# How vLLM runs: "venv" (a virtual environment under vllm_prefix), "docker" (the
+# vllm/vllm-openai image run in the foreground by the systemd unit; NVIDIA GPUs only; docker-ce and
+# the NVIDIA container toolkit are installed from the mirror preset when missing) or "conda" (a
+# Miniconda environment with a pinned Python, as seed 001 sets it up).
 vllm_runtime = "venv"
 # docker runtime: the image; None = vllm/vllm-openai:v<vllm_version>.
 vllm_docker_image = None
@@ -44,28 +46,118 @@ vllm_pip_remove_packages = None
 # Offline wheelhouse on the controller, synced to the host and installed from with
 # --no-index (air-gapped sites); None = install from the pip index of the mirror preset.
 vllm_wheelhouse = None
+# conda runtime: Miniconda goes to conda_prefix (None = <vllm_prefix>/miniconda3) from the preset's
+# conda_installer_url, checked against conda_installer_sha256 (Anaconda's published checksum; a
+# mismatch stops the host). The environment <conda_prefix>/envs/vllm gets Python conda_python,
+# vLLM and modelscope. (aarch64: Miniconda3-py312_24.4.0-0-Linux-aarch64.sh,
+# 832d48e11e444c1a25f320fccdd0f0fabefec63c1cd801e606836e1c9c76ad51.)
+conda_prefix = None
+conda_installer = "Miniconda3-py312_24.4.0-0-Linux-x86_64.sh"
+conda_installer_sha256 = "b6597785e6b071f1ca69cf7be6d0161015b96340b9a9e132215d5713408c3a7c"
+conda_python = "3.12"
 
 # --- Mirrors -----------------------------------------------------------------
 # One switch for every download: "upstream" (tool defaults), "tuna", "aliyun", "ustc", "custom".
 mirror_preset = "upstream"
 # With mirror_preset = "custom" (or to override a preset): the pip index URL.
 pip_index_url = None
-# Presets: what each switch points pip and the Hugging Face endpoint at.
+# Per-URL overrides of the preset's values below (None = the preset's value):
+# apt mirror base URL: its /ubuntu/, /debian/ and /debian-security/ trees replace the host's sources in
+# /etc/apt/sources.list.d/vllm-deploy-mirror.sources; the host's own files are moved to
+# /etc/apt/vllm-deploy-backup/ (never deleted) and moved back when the preset no longer sets a mirror.
+# "host" keeps the host's own sources (needed to say so with "custom").
+apt_mirror = None
+# Directory that holds the Miniconda installers (conda runtime).
+conda_installer_url = None
+# .condarc "channels", highest priority first, and "default_channels" (what `defaults` means; None = conda's).
+conda_channels = None
+conda_default_channels = None
+# docker-ce apt repository base (".../linux"; /ubuntu or /debian is appended) and the NVIDIA container
+# toolkit repository base (".../libnvidia-container"), both for the docker runtime.
+docker_ce_repo = None
+nvidia_container_repo = None
+# docker daemon.json "registry-mirrors" (replaced when non-empty; [] leaves the host's list alone).
+docker_registry_mirrors = None
+# Presets: what each switch points apt, pip, conda, docker and the model hub at. "upstream" is every
+# tool's own default (apt: the host's sources are left untouched; conda: conda-forge, because Anaconda's
+# `defaults` channels refuse unattended use until their Terms of Service are accepted).
 mirror_presets = {
-    "upstream": {"pip_index_url": None, "hf_endpoint": None},
-    "tuna": {
-        "pip_index_url": "https://pypi.tuna.tsinghua.edu.cn/simple",
-        "hf_endpoint": "https://hf-mirror.com",
+    "upstream": {
+        "pip_index_url": None,
+        "hf_endpoint": None,
+        "apt_mirror": None,
+        "conda_installer_url": "https://repo.anaconda.com/miniconda/",
+        "conda_channels": ["conda-forge"],
+        "conda_default_channels": None,
+        "docker_ce_repo": "https://download.docker.com/linux",
+        "nvidia_container_repo": "https://nvidia.github.io/libnvidia-container",
+        "docker_registry_mirrors": [],
     },
+    # Tsinghua TUNA. conda: seed 001's `conda config --add channels` (main, free, conda-forge: the last added
+    # comes first, and conda keeps `defaults` last), with `defaults` itself pointed at TUNA as TUNA's help
+    # page does. TUNA's libnvidia-container path has been reported answering 404, so the toolkit comes
+    # from USTC's mirror of it.
+    "tuna": {
+        "pip_index_url": "https://pypi.tuna.tsinghua.edu.cn/simple/",
+        "hf_endpoint": "https://hf-mirror.com",
+        "apt_mirror": "https://mirrors.tuna.tsinghua.edu.cn",
+        "conda_installer_url": "https://mirrors.tuna.tsinghua.edu.cn/anaconda/miniconda/",
+        "conda_channels": [
+            "https://mirrors.tuna.tsinghua.edu.cn/anaconda/cloud/conda-forge/",
+            "https://mirrors.tuna.tsinghua.edu.cn/anaconda/pkgs/free/",
+            "https://mirrors.tuna.tsinghua.edu.cn/anaconda/pkgs/main/",
+            "defaults",
+        ],
+        "conda_default_channels": [
+            "https://mirrors.tuna.tsinghua.edu.cn/anaconda/pkgs/main",
+            "https://mirrors.tuna.tsinghua.edu.cn/anaconda/pkgs/r",
+            "https://mirrors.tuna.tsinghua.edu.cn/anaconda/pkgs/msys2",
+        ],
+        "docker_ce_repo": "https://mirrors.tuna.tsinghua.edu.cn/docker-ce/linux",
+        "nvidia_container_repo": "https://mirrors.ustc.edu.cn/libnvidia-container",
+        "docker_registry_mirrors": [],
+    },
+    # Aliyun. Its Docker Hub accelerator is per account (https://<id>.mirror.aliyuncs.com, from the
+    # Container Registry console): put yours in docker_registry_mirrors.
     "aliyun": {
         "pip_index_url": "https://mirrors.aliyun.com/pypi/simple/",
         "hf_endpoint": "https://hf-mirror.com",
+        "apt_mirror": "https://mirrors.aliyun.com",
+        "conda_installer_url": "https://mirrors.aliyun.com/anaconda/miniconda/",
+        "conda_channels": [
+            "https://mirrors.aliyun.com/anaconda/cloud/conda-forge/",
+            "https://mirrors.aliyun.com/anaconda/pkgs/main/",
+        ],
+        "conda_default_channels": None,
+        "docker_ce_repo": "https://mirrors.aliyun.com/docker-ce/linux",
+        "nvidia_container_repo": "https://mirrors.aliyun.com/libnvidia-container",
+        "docker_registry_mirrors": [],
     },
+    # USTC mirrors conda-forge (not Anaconda's own channels); its former Docker Hub mirror
+    # (docker.mirrors.ustc.edu.cn) no longer resolves.
     "ustc": {
         "pip_index_url": "https://mirrors.ustc.edu.cn/pypi/simple",
         "hf_endpoint": "https://hf-mirror.com",
+        "apt_mirror": "https://mirrors.ustc.edu.cn",
+        "conda_installer_url": "https://mirrors.ustc.edu.cn/anaconda/miniconda/",
+        "conda_channels": ["https://mirrors.ustc.edu.cn/anaconda/cloud/conda-forge/"],
+        "conda_default_channels": None,
+        "docker_ce_repo": "https://mirrors.ustc.edu.cn/docker-ce/linux",
+        "nvidia_container_repo": "https://mirrors.ustc.edu.cn/libnvidia-container",
+        "docker_registry_mirrors": [],
     },
-    "custom": {"pip_index_url": None, "hf_endpoint": None},
+    # Every URL from the per-URL settings above; validation names each one the host's runtime needs.
+    "custom": {
+        "pip_index_url": None,
+        "hf_endpoint": None,
+        "apt_mirror": None,
+        "conda_installer_url": None,
+        "conda_channels": None,
+        "conda_default_channels": None,
+        "docker_ce_repo": None,
+        "nvidia_container_repo": None,
+        "docker_registry_mirrors": None,
+    },
 }
 
 # --- Service -----------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import sizing
+from plan.preflight import preflight
 from plan.settings import Settings
 from sizing.catalog import CatalogError, find_gpu
 
@@ -198,6 +199,20 @@ def _fit_request(settings: Settings, facts: Any, device: str, model: Any) -> Any
             **common,
         )
     gpus = _gpu_facts(facts)
+    if not gpus and settings.nvidia_driver_manage and getattr(facts, "pci_gpus", None):
+        # The driver stage installs the driver in this run: size from lspci and the GPU catalog.
+        from plan.driver import host_gpus
+
+        known = host_gpus(facts)
+        unknown = [g.name for g in known if g.spec is None]
+        if unknown:
+            raise PlanError(f"no NVIDIA driver yet, and {unknown[0]} is not in the GPU catalog, so its memory is "
+                            "unknown: add its PCI id to sizing/data/gpus.yaml, or install the driver first")
+        names = {g.spec.name for g in known if g.spec}
+        if len(names) > 1:
+            raise PlanError(f"mixed GPU models on one host ({', '.join(sorted(names))}); "
+                            "set CUDA_VISIBLE_DEVICES through vllm_env to one model")
+        return sizing.FitRequest(gpu=names.pop(), gpus=len(known), gpu_memory_gib=None, p2p=None, **common)
     if not gpus:
         if getattr(facts, "driver_state", None) == "mismatch":
             raise PlanError("no working NVIDIA driver: the installed driver does not match the loaded kernel "
@@ -218,6 +233,25 @@ def _fit_request(settings: Settings, facts: Any, device: str, model: Any) -> Any
         p2p=getattr(facts, "p2p", None),
         **common,
     )
+
+
+def fit_with_model_config(settings: Settings, facts: Any, config: dict[str, Any],
+                          gpus: tuple[int, ...] | None = None) -> Any:
+    """The fit build_plan computes once `config` is the host's config.json, as on the next run.
+
+    A hub model absent at plan time is sized from the catalog; after the download its own
+    config.json is the better source. Same device, GPU view, model resolution and fit request
+    as build_plan, so a difference from the plan is a difference the next run would render.
+    """
+    facts = replace(facts, model_config=config)
+    device = resolve_device(settings, facts)
+    if device == "cuda":
+        facts = facts_for_gpus(facts, gpus)
+    model = resolve_model_spec(settings, facts)
+    try:
+        return sizing.fit(_fit_request(settings, facts, device, model))
+    except sizing.SizingError as error:
+        raise PlanError(str(error)) from error
 
 
 def torch_visible_gib(gpu_name: str, smi_total_mib: int) -> float | None:
@@ -315,16 +349,19 @@ def build_plan(settings: Settings, facts: Any, host: str, service_active: bool =
         ways_out = [f"  way out: {s}" for s in getattr(fit, "suggestions", [])]
         raise PlanError("\n".join([f"{settings.model} does not fit on {host} ({fit.outcome}):"]
                                   + [f"  {r}" for r in fit.reasons] + ways_out))
-
-    if facts.port_in_use(settings.vllm_port) and not service_active:
-        raise PlanError(
-            f"vllm_port: {settings.vllm_port} ({unit}) is already in use on {host} by another program; "
-            "choose a free port or stop that program"
-        )
+    sized = fit.to_dict()
+    world_size = (sized.get("tensor_parallel_size") or 1) * (sized.get("pipeline_parallel_size") or 1)
+    checked = preflight(settings, facts, device, settings.vllm_runtime, [settings.vllm_port],
+                        own_ports=[settings.vllm_port] if service_active else [],
+                        world_size=world_size,
+                        model_bytes=getattr(model, "weight_bytes", None),
+                        model_present=bool(getattr(facts, "model_config", None)))
+    if not checked.ok:
+        raise PlanError(checked.message(host))
 
     prefix = settings.vllm_prefix
     state_dir = f"{prefix}/state"
-    venv = f"{prefix}/venv"
+    venv = settings.conda_env_prefix if settings.vllm_runtime == "conda" else f"{prefix}/venv"
     template_src, template_path = _chat_template(settings)
     docker = settings.vllm_runtime == "docker"
     if docker and device != "cuda":
@@ -378,18 +415,11 @@ def build_plan(settings: Settings, facts: Any, host: str, service_active: bool =
         host_dir=settings.model_dir,
         weight_bytes=getattr(model, "weight_bytes", None),
     )
-    warnings = []
+    warnings = list(checked.warnings)
     if device == "cuda" and getattr(facts, "reboot_pending", False):
         warnings.append("the loaded NVIDIA kernel module differs from the installed driver: reboot the host")
     if device == "cuda" and getattr(facts, "secure_boot", None) == "enabled":
         warnings.append("Secure Boot is on: a newly installed (DKMS) NVIDIA module must be signed to load")
-    free = facts.disk_free(settings.model_dir) if hasattr(facts, "disk_free") else None
-    have_model = bool(getattr(facts, "model_config", None))
-    if free is not None and model_plan.weight_bytes and not have_model and free < model_plan.weight_bytes * 1.05:
-        raise PlanError(
-            f"model_dir: {free / 2**30:.1f} GiB free at {settings.model_dir} on {host}, the model needs "
-            f"{model_plan.weight_bytes / 2**30:.1f} GiB; free space or point model_dir at a larger disk"
-        )
     return ServicePlan(
         host=host,
         device=device,

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = ROOT / "group_data" / "all.py"
 
 MODEL_SOURCES = ("modelscope", "huggingface", "local")
-RUNTIMES = ("venv", "docker")
+RUNTIMES = ("venv", "docker", "conda")
 DEVICES = ("auto", "cuda", "cpu")
 DTYPES = ("auto", "float16", "bfloat16", "float32", "half")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
@@ -114,6 +114,19 @@ class Settings:
     nvidia_driver_reboot: bool = True
     nvidia_driver_reboot_delay: int = 10
     nvidia_driver_reboot_timeout: int = 900
+    # Mirrors beyond pip/HF (resolved from the preset and the per-URL overrides) and the conda runtime.
+    apt_mirror: str | None = None
+    conda_installer_url: str | None = None
+    conda_channels: tuple[str, ...] | None = None
+    conda_default_channels: tuple[str, ...] | None = None
+    docker_ce_repo: str | None = None
+    nvidia_container_repo: str | None = None
+    docker_registry_mirrors: tuple[str, ...] = ()
+    conda_prefix: str = "/opt/vllm/miniconda3"
+    conda_env_prefix: str = "/opt/vllm/miniconda3/envs/vllm"
+    conda_installer: str = ""
+    conda_installer_sha256: str = ""
+    conda_python: str = "3.12"
 
 
 class _Checker:
@@ -289,6 +302,7 @@ def load_settings(data: Mapping[str, Any]) -> Settings:
     )
     settings.update(_serving_settings(c, merged))
     settings.update(_driver_settings(c))
+    settings.update(_mirror_settings(c, merged))
     if c.problems:
         raise SettingsError(c.problems)
     return Settings(**settings)
@@ -355,6 +369,104 @@ def _driver_settings(c: _Checker) -> dict[str, Any]:
         nvidia_driver_reboot_delay=c.integer("nvidia_driver_reboot_delay", 1, 3600),
         nvidia_driver_reboot_timeout=c.integer("nvidia_driver_reboot_timeout", 60, 7200),
     )
+
+
+MIRROR_KEYS = ("pip_index_url", "hf_endpoint", "apt_mirror", "conda_installer_url", "conda_channels",
+               "conda_default_channels", "docker_ce_repo", "nvidia_container_repo", "docker_registry_mirrors")
+# What each runtime downloads through the preset: with "custom" these must be set (pip is checked above).
+_CUSTOM_NEEDS = {
+    "venv": ("apt_mirror",),
+    "docker": ("apt_mirror", "docker_ce_repo", "nvidia_container_repo", "docker_registry_mirrors"),
+    "conda": ("apt_mirror", "conda_installer_url", "conda_channels"),
+}
+_URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
+_CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_INSTALLER_RE = re.compile(r"^Miniconda3-[A-Za-z0-9._-]+-Linux-(x86_64|aarch64)\.sh$")
+
+
+def _mirror_settings(c: _Checker, merged: Mapping[str, Any]) -> dict[str, Any]:
+    """apt/conda/docker mirrors from the preset unless overridden, and the conda runtime's pins.
+
+    Checked here like every other setting, so a half-filled "custom" preset or a mistyped URL stops
+    the run before any host is touched, with the name of each missing or bad field.
+    """
+    name = merged.get("mirror_preset")
+    presets = merged.get("mirror_presets") or {}
+    preset = presets.get(name) if isinstance(presets, Mapping) else None
+    if isinstance(preset, Mapping):
+        missing = [key for key in MIRROR_KEYS if key not in preset]
+        if missing:
+            c.fail("mirror_presets", f"preset {name!r} lacks {', '.join(missing)} (use None for the tool's default)")
+    else:
+        preset = {}
+    values: dict[str, Any] = {}
+    for key in MIRROR_KEYS[2:]:
+        own = merged.get(key)
+        values[key] = own if own is not None else preset.get(key)
+    if name == "custom":
+        runtime = merged.get("vllm_runtime")
+        for key in _CUSTOM_NEEDS.get(runtime, ()):
+            if values[key] is None:
+                hint = " (\"host\" keeps the host's own apt sources)" if key == "apt_mirror" else ""
+                c.fail(key, f"required with mirror_preset 'custom' and vllm_runtime {runtime!r}{hint}")
+    apt = values["apt_mirror"]
+    if apt == "host":
+        apt = None
+    for key in ("conda_installer_url", "docker_ce_repo", "nvidia_container_repo"):
+        if values[key] is not None and (not isinstance(values[key], str) or not _URL_RE.match(values[key])):
+            c.fail(key, f"{values[key]!r} must be an http(s):// URL")
+    if apt is not None and (not isinstance(apt, str) or not _URL_RE.match(apt)):
+        c.fail("apt_mirror", f"{apt!r} must be an http(s):// URL such as 'https://mirrors.tuna.tsinghua.edu.cn', "
+               "or 'host'")
+    channels = _url_list(c, "conda_channels", values["conda_channels"], names=True)
+    default_channels = _url_list(c, "conda_default_channels", values["conda_default_channels"], names=False)
+    registry = _url_list(c, "docker_registry_mirrors", values["docker_registry_mirrors"], names=False)
+
+    prefix = merged.get("vllm_prefix") if isinstance(merged.get("vllm_prefix"), str) else "/opt/vllm"
+    conda_prefix = c.text("conda_prefix", optional=True) or f"{prefix.rstrip('/')}/miniconda3"
+    if not conda_prefix.startswith("/") or " " in conda_prefix:
+        c.fail("conda_prefix", f"{conda_prefix!r} must be an absolute path without spaces")
+    installer = c.text("conda_installer") or ""
+    if installer and not _INSTALLER_RE.match(installer):
+        c.fail("conda_installer", f"{installer!r} is not a Miniconda Linux installer name such as "
+               "'Miniconda3-py312_24.4.0-0-Linux-x86_64.sh'")
+    digest = c.text("conda_installer_sha256") or ""
+    if digest and not re.fullmatch(r"[0-9a-f]{64}", digest):
+        c.fail("conda_installer_sha256", f"{digest!r} must be the installer's SHA-256: 64 lower-case hex digits")
+    python = c.text("conda_python") or ""
+    if python and not re.fullmatch(r"3\.\d{1,2}", python):
+        c.fail("conda_python", f"{python!r} must be a Python 3 minor version such as '3.12'")
+    return dict(
+        apt_mirror=apt.rstrip("/") if apt else None,
+        conda_installer_url=values["conda_installer_url"],
+        conda_channels=channels,
+        conda_default_channels=default_channels,
+        docker_ce_repo=values["docker_ce_repo"].rstrip("/") if isinstance(values["docker_ce_repo"], str) else None,
+        nvidia_container_repo=(values["nvidia_container_repo"].rstrip("/")
+                               if isinstance(values["nvidia_container_repo"], str) else None),
+        docker_registry_mirrors=registry or (),
+        conda_prefix=conda_prefix.rstrip("/"),
+        conda_env_prefix=f"{conda_prefix.rstrip('/')}/envs/vllm",
+        conda_installer=installer,
+        conda_installer_sha256=digest,
+        conda_python=python,
+    )
+
+
+def _url_list(c: _Checker, name: str, value: Any, names: bool) -> tuple[str, ...] | None:
+    """A list of http(s) URLs (and, for conda channels, channel names such as 'conda-forge')."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        c.fail(name, f"{value!r} must be a list, e.g. [\"https://mirror.example/...\"]")
+        return None
+    bad = [item for item in value if not isinstance(item, str)
+           or not (_URL_RE.match(item) or (names and _CHANNEL_NAME_RE.match(item)))]
+    if bad:
+        kind = "http(s):// URLs or channel names" if names else "http(s):// URLs"
+        c.fail(name, f"{bad[0]!r} is not allowed; use {kind}")
+        return None
+    return tuple(value)
 
 
 # Settings an instance may set for itself; everything else (runtime, version, user, prefix) is the host's.

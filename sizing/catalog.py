@@ -50,6 +50,7 @@ class GpuSpec:
     p2p: bool
     nvlink: bool
     form_factor: str
+    pci_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,13 +147,16 @@ def _suggest(query: str, index: Mapping[str, str], key: Callable[[str], str], la
 
 # --------------------------------------------------------------------------- GPUs
 
-_GPU_FIELDS = ("name", "aliases", "memory_gib", "compute_capability", "architecture", "p2p", "nvlink", "form_factor")
+_GPU_FIELDS = ("name", "aliases", "memory_gib", "compute_capability", "architecture", "p2p", "nvlink", "form_factor",
+               "pci_ids")
+_PCI_ID_RE = re.compile(r"^[0-9a-f]{4}$")
 
 
 def _parse_gpus(entries: list[Any], source: str) -> tuple[tuple[GpuSpec, ...], dict[str, str]]:
     """Validate raw GPU entries; return them and an index from folded names/aliases to canonical names."""
     specs: list[GpuSpec] = []
     index: dict[str, str] = {}
+    pci_owner: dict[str, str] = {}
     for position, entry in enumerate(entries):
         label = f"gpus[{position}]"
         if not isinstance(entry, dict):
@@ -175,6 +179,10 @@ def _parse_gpus(entries: list[Any], source: str) -> tuple[tuple[GpuSpec, ...], d
         if form_factor not in FORM_FACTORS:
             raise err("form_factor", f"is {form_factor!r}", f"use one of {', '.join(FORM_FACTORS)}")
         major, minor = cc
+        pci_ids = tuple(p.lower() for p in _string_list(entry, "pci_ids", err))
+        if not all(_PCI_ID_RE.match(p) for p in pci_ids):
+            raise err("pci_ids", f"is {list(pci_ids)!r}", "write 4-digit hex device ids as lspci -nn shows them, "
+                      "e.g. [\"2684\"] for [10de:2684]")
         spec = GpuSpec(
             name=name,
             aliases=_string_list(entry, "aliases", err),
@@ -186,7 +194,11 @@ def _parse_gpus(entries: list[Any], source: str) -> tuple[tuple[GpuSpec, ...], d
             p2p=_require(entry, "p2p", bool, err),
             nvlink=_require(entry, "nvlink", bool, err),
             form_factor=form_factor,
+            pci_ids=pci_ids,
         )
+        for pci_id in pci_ids:
+            if pci_owner.setdefault(pci_id, name) != name:
+                raise err("pci_ids", f"has {pci_id!r}, which already names '{pci_owner[pci_id]}'", "remove it")
         for alias in (spec.name, *spec.aliases):
             folded = _gpu_key(alias)
             if not folded:
@@ -235,6 +247,12 @@ def find_gpu(name: str, memory_gib: float | None = None) -> GpuSpec:
     if isinstance(memory_gib, bool) or not isinstance(memory_gib, (int, float)) or not 0 < memory_gib <= 1024:
         raise CatalogError(f"gpu memory_gib={memory_gib!r} for '{canonical}' must be a number of GiB above 0")
     return dataclasses.replace(spec, memory_gib=float(memory_gib))
+
+
+def find_gpu_by_pci(device_id: str) -> GpuSpec | None:
+    """The catalog GPU with this PCI device id (lspci's [10de:XXXX]), or None: sizing before any driver."""
+    wanted = device_id.strip().lower()
+    return next((spec for spec in _gpu_catalog()[0].values() if wanted in spec.pci_ids), None)
 
 
 def gpu_names() -> list[str]:

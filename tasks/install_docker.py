@@ -1,21 +1,89 @@
-"""Install stage for the docker runtime: the pinned vLLM image and the service's state directories.
+"""Install stage for the docker runtime: docker-ce and the NVIDIA container toolkit through the mirror
+preset, daemon.json, then the pinned vLLM image and the service's state directories.
 
-Docker itself and the NVIDIA container toolkit must already work on the host
-(checked before any change); the unit runs the image with the plan's flags.
+Every decision comes from plan.docker_engine and the host's facts: packages are installed only when
+dpkg lacks them, nvidia-ctk runs only when daemon.json has no nvidia runtime, docker restarts only
+when daemon.json changed, so a host that is already right gets no change.
 """
 
 from __future__ import annotations
 
-from pyinfra.api import deploy
-from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import docker, files
+from io import BytesIO
+from typing import Any
 
-from plan.service import ServicePlan
+from pyinfra import host, logger
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import apt, docker, files, server
+from pyinfra.operations.util import any_changed
+
+from facts import host as fact
+from plan.docker_engine import (
+    DAEMON_JSON,
+    DOCKER_KEY,
+    DOCKER_SOURCES,
+    DPKG_NAMES,
+    NVIDIA_KEY,
+    NVIDIA_SOURCES,
+    DockerEngineError,
+    key_command,
+    plan_docker_engine,
+)
+from plan.host import HostPlan
+from plan.settings import Settings, load_settings
+from tasks.apt_mirror import apt_mirror
+
+
+def docker_engine(settings: Settings, os_release: Any) -> list[OperationMeta]:
+    """Repositories, packages and daemon.json of the engine; returns the operations that ran."""
+    try:
+        engine = plan_docker_engine(
+            docker_ce_repo=settings.docker_ce_repo,
+            nvidia_container_repo=settings.nvidia_container_repo,
+            registry_mirrors=settings.docker_registry_mirrors,
+            os_release=os_release,
+            packages=host.get_fact(fact.DebPackageVersions, packages=DPKG_NAMES),
+            files=host.get_fact(fact.TextFiles, paths=(DOCKER_SOURCES, NVIDIA_SOURCES)),
+            hashes=host.get_fact(fact.FileHashes, paths=(DOCKER_KEY, NVIDIA_KEY)),
+            daemon=host.get_fact(fact.DockerDaemonConfig),
+        )
+    except DockerEngineError as error:
+        raise DeployError(f"{host.name}: {error}") from None
+    for warning in engine.warnings:
+        logger.warning(f"[{host.name}] {warning}")
+    ops = []
+    if engine.prerequisites:
+        ops.append(apt.packages(name="Tools to fetch apt keys", packages=list(engine.prerequisites), update=True,
+                                no_recommends=True))
+    for key in engine.keys:
+        ops.append(server.shell(name=f"apt key {key.path}", commands=[key_command(key)]))
+    for repo in engine.repo_files:
+        ops.append(files.put(name=f"apt repository {repo.path}", src=BytesIO(repo.content.encode()), dest=repo.path,
+                             user="root", group="root", mode="644"))
+    if engine.packages:
+        ops.append(apt.packages(name="Docker engine and NVIDIA container toolkit", packages=list(engine.packages),
+                                update=True))
+    daemon_ops = []
+    if engine.configure_runtime:
+        daemon_ops.append(server.shell(name="nvidia runtime in daemon.json",
+                                       commands=["nvidia-ctk runtime configure --runtime=docker"]))
+    if engine.daemon_json is not None:
+        daemon_ops.append(files.put(name="Registry mirrors in daemon.json", src=BytesIO(engine.daemon_json.encode()),
+                                    dest=DAEMON_JSON, user="root", group="root", mode="644"))
+    if daemon_ops:
+        daemon_ops.append(server.shell(name="Restart docker (daemon.json changed)",
+                                       commands=["systemctl restart docker.service"], _if=any_changed(*daemon_ops)))
+    return ops + daemon_ops
 
 
 @deploy("Install vLLM (docker runtime)")
-def install_docker(plan: ServicePlan) -> list[OperationMeta]:
+def install_docker(plan: HostPlan) -> list[OperationMeta]:
     """Returns the operations whose change means the service must restart."""
+    settings = load_settings(host.data.dict())
+    os_release = host.get_fact(fact.OsRelease)
+    apt_mirror(settings.apt_mirror, os_release)
+    docker_engine(settings, os_release)
     files.directory(name="vLLM prefix", path=plan.prefix, user="root", group="root", mode="755")
     for path in (plan.state_dir, f"{plan.state_dir}/cache", f"{plan.state_dir}/tmp"):
         files.directory(name=f"Service state {path}", path=path, user="root", group="root", mode="750")

@@ -3,6 +3,11 @@
 A local source is synced file by file (a re-run resumes: files whose checksum
 already matches are skipped), then checked against a SHA-256 manifest; a marker
 holding the manifest's digest makes a complete copy a no-op next time.
+
+A hub source is downloaded on the host by a systemd oneshot that then runs
+tasks/model_check.py (uploaded): the repository's file list against the
+directory, then the manifest and the marker. After it, every instance serving the
+model is re-sized from the downloaded config.json (plan/replan.py).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import shlex
 import time
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import gevent
 from pyinfra import host, logger
@@ -22,12 +28,19 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import apt, files, pip, python, server
 
+from facts.gather import gather_host_facts
+from facts.parsers import parse_json_object
 from plan.host import HostPlan
-from plan.service import ModelPlan
+from plan.replan import plan_changes, replan_message
+from plan.service import ModelPlan, ServicePlan
+from plan.settings import Settings, load_instances
+from tasks import model_check
+from tasks.host_plan import PLANNED_FACTS
+from tasks.model_check import MANIFEST, MARKER
 
-MANIFEST = ".vllm-deploy-manifest.sha256"
-MARKER = ".vllm-deploy-complete"
 DOWNLOAD_UNIT = "vllm-model-download"
+# tasks/model_check.py, uploaded under the prefix and run by the download unit.
+CHECK_SCRIPT = "model-check.py"
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
@@ -91,16 +104,21 @@ def download(plan: HostPlan, model: ModelPlan, index: int) -> list[OperationMeta
 
     The download outlives a dropped SSH session, resumes where it stopped (both hub
     CLIs skip complete files), and runs once per host whatever the parallel size.
+    The oneshot's second step checks the directory against the repository's file
+    list and writes the manifest and the marker only when every file is complete;
+    then the plan is checked against the downloaded config.json.
     """
     marker = host.get_fact(FileContents, path=f"{model.host_dir}/{MARKER}")
     if marker:
         return []
     unit = download_unit(index)
     hub_venv = f"{plan.prefix}/hub-venv"
+    checker = f"{plan.prefix}/{CHECK_SCRIPT}"
     package = "modelscope" if model.source == "modelscope" else "huggingface_hub"
     apt.packages(name="Python virtualenv support", packages=["python3-venv"], update=True, cache_time=86400)
     pip.packages(name=f"{package} CLI", packages=[package], virtualenv=hub_venv,
                  extra_install_args=f"--index-url {plan.install.index_url}" if plan.install.index_url else None)
+    files.put(name="Model completeness check", src=model_check.__file__, dest=checker, mode="644")
     files.template(
         name="Model download unit",
         src=str(TEMPLATES / "model-download.service.j2"),
@@ -108,11 +126,22 @@ def download(plan: HostPlan, model: ModelPlan, index: int) -> list[OperationMeta
         mode="644",
         host_name=plan.host,
         model=model,
-        command=download_command(model, hub_venv),
+        command=systemd_escape(download_command(model, hub_venv)),
+        check_command=systemd_escape(check_command(model, hub_venv, checker)),
         marker=MARKER,
     )
-    return [python.call(name=f"Download {model.name} from {model.source}", function=run_download, model=model,
-                        unit=f"{unit}.service")]
+    return [
+        python.call(name=f"Download {model.name} from {model.source}", function=run_download, model=model,
+                    unit=f"{unit}.service"),
+        python.call(name=f"Check the plan against {model.name}'s downloaded config.json",
+                    function=check_plan_against_download, model=model, instances=_serving(plan, model)),
+    ]
+
+
+
+def systemd_escape(command: str) -> str:
+    """systemd expands %-specifiers in Exec lines; a literal % (a revision, a path) must be doubled."""
+    return command.replace("%", "%%")
 
 
 def download_command(model: ModelPlan, hub_venv: str) -> str:
@@ -126,8 +155,61 @@ def download_command(model: ModelPlan, hub_venv: str) -> str:
     return shlex.join(command)
 
 
+def check_command(model: ModelPlan, hub_venv: str, checker: str) -> str:
+    """The completeness check, run by the hub venv's python (it has the hub's client library)."""
+    command = [f"{hub_venv}/bin/python", checker, "--source", model.source, "--model", model.name,
+               "--dir", model.host_dir]
+    if model.revision:
+        command += ["--revision", model.revision]
+    if model.source != "modelscope" and model.hf_endpoint:
+        command += ["--endpoint", model.hf_endpoint]
+    return shlex.join(command)
+
+
+def downloaded_config_command(model_dir: str) -> str:
+    """Read config.json after the download; unlike the ModelConfig fact, a missing file is an error."""
+    return f"cat -- {shlex.quote(model_dir.rstrip('/') + '/config.json')}"
+
+
+def _serving(plan: HostPlan, model: ModelPlan) -> list[tuple[ServicePlan, Settings, Any]]:
+    """(plan, settings, facts) of each instance serving this model directory, for re-sizing after the download.
+
+    The same inputs build_host_plan had, minus config.json: the host data validated again and the
+    facts the host was planned with, so a difference comes from the config alone (not from, say, a
+    driver this run installed).
+    """
+    settings = {i.unit: i.settings for i in load_instances(host.data.dict())}
+    facts = PLANNED_FACTS.get(host.name)
+    if facts is None:  # a stage run without tasks.host_plan: ask the host
+        first = next(iter(settings.values()))
+        facts = gather_host_facts(host, model_dir=first.model_dir, ports=[s.vllm_port for s in settings.values()])
+    return [(instance, settings[instance.unit], facts) for instance in plan.instances
+            if instance.model.host_dir == model.host_dir]
+
+
+def check_plan_against_download(model: ModelPlan, instances: list[tuple[ServicePlan, Settings, Any]]) -> None:
+    """Fail the host, before any service (re)starts, when the downloaded config.json changes the plan.
+
+    Why fail instead of re-rendering: see plan/replan.py; the next run plans from this config.json.
+    """
+    _, out = host.run_shell_command(downloaded_config_command(model.host_dir))
+    config = parse_json_object(out.stdout_lines)
+    if config is None:
+        raise OperationError(f"{model.host_dir}/config.json is missing or not a JSON object after the download "
+                             f"of {model.name}; the repository must hold a Hugging Face config.json")
+    changes = {planned.unit: found for planned, settings, facts in instances
+               if (found := plan_changes(planned, settings, facts, config))}
+    if changes:
+        raise OperationError(replan_message(host.name, model.name, changes))
+    logger.info(f"[{host.name}] {model.name}: the downloaded config.json confirms the plan")
+
+
 def run_download(model: ModelPlan, unit: str) -> None:
-    """Start the oneshot and show bytes and rate until it finishes; fail with its journal."""
+    """Start the oneshot and show bytes and rate until it finishes; fail with its journal.
+
+    The journal ends with the completeness check's report, which names every missing or
+    short file, so the failure says what is wrong without a login to the host.
+    """
     host.run_shell_command(f"systemctl daemon-reload && systemctl start --no-block {unit}")
     start = last_time = time.monotonic()
     last_bytes = 0.0
@@ -147,7 +229,7 @@ def run_download(model: ModelPlan, unit: str) -> None:
             raise OperationError(f"cannot read the state of {unit} (systemctl show printed {lines!r})")
         if state.get("ActiveState") in ("inactive", "failed"):
             if state.get("Result") != "success":
-                _, journal = host.run_shell_command(f"journalctl -u {unit} -n 30 --no-pager -o cat")
+                _, journal = host.run_shell_command(f"journalctl -u {unit} -n 40 --no-pager -o cat")
                 raise OperationError(f"model download failed ({state.get('Result')}):\n"
                                      + "\n".join(journal.stdout_lines))
             return

@@ -45,6 +45,12 @@ FACT_MATCHERS: dict[str, str] = {
     "dpkg": commands.DPKG_MARK,
     "docker_info": "docker info --format",
     "model_config": commands.MODEL_CONFIG_MARK,
+    # install stages of the docker and conda runtimes; `files` is tail's output for every file they read
+    "daemon_json": commands.DOCKER_DAEMON_JSON,
+    "files": commands.TEXT_FILES_MARK,
+    "hashes": commands.FILE_HASHES_MARK,
+    "conda": commands.CONDA_STATE_MARK,
+    "kernel": commands.KERNEL_RELEASE,
 }
 
 

@@ -18,13 +18,23 @@ from typing import Any
 from pyinfra.context import ctx_host, ctx_state
 
 from facts.gather import gather_host_facts
+from facts.parsers import HostFacts
 from plan.host import HostPlan, build_host_plan
 from plan.service import ServicePlan
 from plan.settings import load_instances
-from tasks.model_files import MARKER
+from sizing.catalog import find_model
+from tasks.model_files import MARKER, downloaded_config_command
 from tests.fakehosts import fake_host_data, make_fake_state, write_inventory
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def facts_for(profile: str, state: str = "converged", model_dir: str = "/srv/models/Qwen3-8B") -> HostFacts:
+    """The facts deploy.py gathers from this recorded host."""
+    fake = make_fake_state([("h", fake_host_data(profile, state))])
+    host = fake.inventory.get_host("@fake/h")
+    with ctx_state.use(fake), ctx_host.use(host):
+        return gather_host_facts(host, model_dir=model_dir, ports=[])
 
 
 def host_plan_for(profile: str, data: dict[str, Any], state: str = "converged") -> HostPlan:
@@ -66,6 +76,9 @@ def serving_responses(plan: ServicePlan, model_present: bool = True) -> dict[str
     }
     if model_present:
         responses[f"{plan.model.host_dir}/{MARKER}"] = "2026-11-20T08:00:00Z"
+    else:
+        # What the download leaves: the repository's own config.json, here the catalog's copy of it.
+        responses[downloaded_config_command(plan.model.host_dir)] = json.dumps(find_model(plan.model.name).config)
     return responses
 
 

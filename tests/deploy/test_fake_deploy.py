@@ -128,7 +128,7 @@ def test_h100_docker_runtime_renders_foreground_container_and_script(tmp_path: P
 @pytest.mark.parametrize("profile", ["4090-x2-ubuntu2204", "h100-x1-ubuntu2404"])
 def test_host_without_driver_is_refused_with_the_reason(profile: str) -> None:
     with pytest.raises(PlanError, match="no working NVIDIA driver"):
-        plan_for(profile, {"model": "Qwen/Qwen3-8B"}, state="nodriver")
+        plan_for(profile, {"model": "Qwen/Qwen3-8B", "nvidia_driver_manage": False}, state="nodriver")
 
 
 def test_removed_flag_in_extra_args_names_the_replacement() -> None:
@@ -166,7 +166,8 @@ def test_hub_download_runs_once_in_a_oneshot_unit(tmp_path: Path, source: str, p
 
 def test_pending_reboot_is_named_and_secure_boot_warned() -> None:
     with pytest.raises(PlanError, match="reboot the host"):
-        plan_for("2080ti-x4-ubuntu2404", {"model": "Qwen/Qwen3-8B"}, state="rebootpending")
+        plan_for("2080ti-x4-ubuntu2404", {"model": "Qwen/Qwen3-8B", "nvidia_driver_manage": False},
+                 state="rebootpending")
     signed = plan_for("4090-x2-ubuntu2204", {"model": "Qwen/Qwen3-8B"})
     assert any("Secure Boot" in warning for warning in signed.warnings)
     assert not plan_for("h100-x1-ubuntu2404", {"model": "Qwen/Qwen3-8B"}).warnings

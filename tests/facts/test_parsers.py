@@ -29,6 +29,11 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "secure_boot": p.parse_secure_boot,
     "dpkg": p.parse_dpkg_versions,
     "docker_info": p.parse_docker_info,
+    "daemon_json": p.parse_daemon_json,
+    "files": p.parse_tail_files,
+    "hashes": p.parse_sha256sum,
+    "conda": p.parse_conda_state,
+    "kernel": p.parse_kernel_release,
 }
 
 
