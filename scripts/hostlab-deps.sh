@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # System packages the throwaway test-server lab needs (hostlab): debootstrap builds the
 # Debian root filesystem, systemd-nspawn boots it, zstd packs the cache, iproute2 wires the network,
-# util-linux gives each guest its own time namespace. Idempotent: apt runs only when a tool is missing.
+# util-linux gives each guest its own time namespace, njs checks the gateway's router script. Idempotent: apt runs only when a tool is missing.
 set -euo pipefail
 
 # command -> package that provides it
@@ -13,6 +13,7 @@ declare -A need=(
   [unshare]=util-linux
   [ssh]=openssh-client
   [ssh-keygen]=openssh-client
+  [njs]=njs
 )
 
 missing=()

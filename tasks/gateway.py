@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import shlex
 import time
 from io import StringIO
@@ -69,7 +70,9 @@ def gateway(plan: HostPlan, restarts: list[OperationMeta] | None = None) -> None
     keys = (TEMPLATES / "keys.conf.j2").read_text()
     from jinja2 import Template  # rendered here so the key goes up as file content only
 
-    changes.append(files.put(name="Gateway API key map (0600)", src=StringIO(Template(keys).render(g=g, key=key)),
+    pattern = re.sub(r"([^A-Za-z0-9_])", r"\\\1", key or "")  # every other character taken literally
+    changes.append(files.put(name="Gateway API key map (0600)",
+                             src=StringIO(Template(keys).render(g=g, key_pattern=pattern)),
                              dest=f"{g.staging}/keys.conf", mode="600"))
     if g.routes_by_model:
         routes = {u.model: f"@{u.name}" for u in g.upstreams}

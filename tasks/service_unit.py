@@ -15,11 +15,11 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.systemd import SystemdStatus
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import files, python, server, systemd
 
 from plan.host import HostPlan
 from plan.service import ServicePlan
-from tasks.verify import verify_instance
+from tasks.verify import restart_and_verify
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -31,7 +31,6 @@ def api_key_files(plan: HostPlan) -> list[OperationMeta]:
     """
     if not plan.api_key or not plan.key_env_file or not plan.key_header_file:
         return []
-    files.directory(name="Config directory", path=plan.config_dir, user="root", group="root", mode="755")
     return [
         files.put(name="API key for vLLM (0600)", src=StringIO(f"VLLM_API_KEY={plan.api_key}\n"),
                   dest=plan.key_env_file, user="root", group="root", mode="600"),
@@ -93,7 +92,7 @@ def _instance_files(plan: ServicePlan) -> tuple[list[OperationMeta], OperationMe
 @deploy("vLLM instances")
 def service_instances(plan: HostPlan, restart_all: list[OperationMeta],
                       restart_model: dict[str, list[OperationMeta]] | None = None) -> list[OperationMeta]:
-    """Each instance in turn: render, enable, (re)start when anything it runs on changed, verify.
+    """Each instance in turn: render, enable, then (re)start and verify when anything it runs on changed.
 
     Returns the (re)start operations, so later stages can tell whether anything restarted.
     """
@@ -107,12 +106,14 @@ def service_instances(plan: HostPlan, restart_all: list[OperationMeta],
         systemd.service(name=f"{instance.unit}.service enabled at boot", service=f"{instance.unit}.service",
                         running=None, enabled=True)
         is_running = bool(running.get(f"{instance.unit}.service"))
-        start = server.shell(
-            name=f"{instance.unit}: {'restart' if is_running else 'start'} (rolling: one instance at a time)",
-            commands=[f"systemctl reset-failed {instance.unit}.service 2>/dev/null; "
-                      f"systemctl restart --no-block {instance.unit}.service"],
+        # Serial: across the whole deployment one instance at a time is down, so the gateway always
+        # has the others of its model (two hosts restarting in parallel could leave none).
+        start = python.call(
+            name=f"{instance.unit}: {'restart' if is_running else 'start'} and verify (one instance at a time)",
+            function=restart_and_verify,
+            plan=instance,
             _if=(lambda: True) if not is_running else _changed(changes),
+            _serial=True,
         )
-        verify_instance(instance, when=start.did_change)
         starts.append(start)
     return starts

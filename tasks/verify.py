@@ -32,7 +32,9 @@ def _run(command: str) -> tuple[bool, str]:
 
 
 def _unit_state(unit: str) -> dict[str, str]:
-    _, text = _run(f"systemctl show -p ActiveState,SubState,NRestarts,Result {unit}.service")
+    """systemd's view of the unit, with Jobs = how many start/stop/restart jobs are still queued for it."""
+    _, text = _run(f"systemctl show -p ActiveState,SubState,NRestarts,Result {unit}.service; "
+                   f"echo Jobs=$(systemctl list-jobs --no-legend {unit}.service 2>/dev/null | wc -l)")
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
@@ -68,10 +70,14 @@ def wait_until_serving(plan: ServicePlan) -> None:
     restarts_at_start = _unit_state(plan.unit).get("NRestarts", "0")
     while True:
         elapsed = time.monotonic() - start
-        code, body = _http(plan, "/v1/models")
-        if code == "200":
-            break
+        # A restart is queued (--no-block) before this runs: until its job is done and the unit is
+        # active (its ExecStartPost waited for /health), the answers may still come from the old process.
         state = _unit_state(plan.unit)
+        code, body = "-", ""
+        if state.get("Jobs", "0").strip() == "0" and state.get("ActiveState") == "active":
+            code, body = _http(plan, "/v1/models")
+            if code == "200":
+                break
         if state.get("ActiveState") == "failed" or state.get("NRestarts", "0") != restarts_at_start:
             _fail(plan, f"{plan.unit}.service died while starting ({state.get('Result')}, "
                         f"{state.get('NRestarts')} restarts)")
@@ -98,6 +104,15 @@ def wait_until_serving(plan: ServicePlan) -> None:
         _fail(plan, f"completion failed: HTTP {code}: {body[:300]}")
     logger.info(f"[{host.name}] vLLM serving '{plan.served_name}' (max_model_len {length}) after "
                 f"{time.monotonic() - start:.0f}s; completion: {choices[0].get('text')!r}")
+
+
+def restart_and_verify(plan: ServicePlan) -> None:
+    """Queue a (re)start of the unit, then wait until the new process serves and completes."""
+    ok, output = host.run_shell_command(f"systemctl reset-failed {plan.unit}.service 2>/dev/null; "
+                                        f"systemctl restart --no-block {plan.unit}.service")
+    if not ok:
+        raise OperationError(f"systemctl restart {plan.unit}.service failed: {' '.join(output.stderr_lines)}")
+    wait_until_serving(plan)
 
 
 def verify_instance(plan: ServicePlan, when: Callable[[], bool] | None = None) -> OperationMeta:

@@ -36,10 +36,11 @@ def test_two_instances_on_one_gpu_render_ordered_units_and_roll_one_at_a_time(tm
     key = (out / "files/etc/vllm/api-key.env").read_text()
     assert key.startswith("VLLM_API_KEY=sk-vllm-")
     assert key.split("=", 1)[1].strip() not in proc.stdout + proc.stderr + (out / "commands.txt").read_text()
-    # Rolling: a is started and verified before anything of b is rendered or started.
+    # Rolling: a is started and serves before anything of b is rendered or started.
     output = proc.stdout + proc.stderr
     order = [output.index(marker) for marker in (
-        "vllm-a: start", "vllm-a: verify", "vllm-b: unit", "vllm-b: start", "vllm-b: verify")]
+        "vllm-a: start and verify", "vLLM serving 'Qwen3-8B'", "vllm-b: unit", "vllm-b: start and verify")]
+    assert output.count("vLLM serving 'Qwen3-8B'") == 2
     assert order == sorted(order), output[-4000:]
 
 

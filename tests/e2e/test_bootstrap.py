@@ -15,14 +15,16 @@ from collections.abc import Iterator
 import pytest
 
 from hostlab import Lab, TestHost
-from hostlab.deployrun import RunResult, lab_host, run_pyinfra
+from hostlab.deployrun import RunResult, lab_api_key, lab_host, run_pyinfra
 
 pytestmark = pytest.mark.hosts
 
 
 def get_json(url: str, payload: dict | None = None, timeout: float = 60) -> dict:
+    """A request with the lab's API key, as a client of the deployment would send it."""
     data = json.dumps(payload).encode() if payload else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {lab_api_key()}"}
+    request = urllib.request.Request(url, data=data, headers=headers)
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.load(response)
 

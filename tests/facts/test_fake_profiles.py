@@ -58,6 +58,10 @@ EXPECTED: dict[tuple[str, str], dict[str, Any]] = {
     ("4090-x2-ubuntu2204", "converged"): dict(
         driver_state="working", gpus=2, mem_mib=24564, driver="570.172.08", cuda="12.8", module_open=True,
         docker="missing"),
+    # converged, with 12 GiB of GPU 0 held by another process (instances sharing a GPU).
+    ("4090-x2-ubuntu2204", "busy"): dict(
+        driver_state="working", gpus=2, mem_mib=24564, driver="570.172.08", cuda="12.8", module_open=True,
+        docker="missing"),
     ("t4-x1-ubuntu2204", "nodriver"): dict(
         driver_state="not_installed", gpus=0, pci_gpus=1, pci_device="1eb8", nouveau=True, mem_gib=29, nproc=8),
     ("t4-x1-ubuntu2204", "olddriver"): dict(

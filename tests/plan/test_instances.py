@@ -117,3 +117,20 @@ def test_gateway_groups_instances_by_model_across_hosts() -> None:
     assert plan.routes_by_model and "libnginx-mod-http-js" in plan.apt_packages
     single = build_gateway_plan(members[0][1], "gw", members[:1])
     assert not single.routes_by_model and "route.js" not in single.live_files
+
+
+def test_gateway_port_taken_by_another_program_is_refused() -> None:
+    from plan.gateway import GatewayPlan
+    from plan.host import build_host_plan
+    from plan.service import PlanError as Refused
+    from tests.deploy.fakeserver import facts_for
+
+    data = {**QWEN, "vllm_gateway": True, "vllm_gateway_port": 22}
+    instances = load_instances(data)
+    facts = facts_for("h100-x1-ubuntu2404")
+    gateway = GatewayPlan("vllm", "gw", 22, True, "gw", True, (), None, None)
+    with pytest.raises(Refused, match="vllm_gateway_port: 22 is already in use on gw by a program other than nginx"):
+        build_host_plan(instances, facts, "gw", gateway=gateway, api_key="sk-test-0123456789abcdef")
+    plan = build_host_plan(instances, facts, "gw", active_units={"nginx"}, gateway=gateway,
+                           api_key="sk-test-0123456789abcdef")
+    assert plan.first.listen_host == "127.0.0.1"
