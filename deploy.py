@@ -10,6 +10,7 @@ stops the run before the first change.
 
 from pyinfra import logger
 
+from tasks.apt_mirror import apt_sources
 from tasks.gateway import gateway
 from tasks.host_plan import plan_for_current_host
 from tasks.install_conda import install_conda
@@ -21,6 +22,7 @@ from tasks.service_unit import api_key_files, service_instances
 
 plan = plan_for_current_host()
 logger.info(plan.summary())
+apt_sources()
 driver = driver_plan_for_current_host(plan.device)
 logger.info(driver.summary())
 nvidia_driver(driver)

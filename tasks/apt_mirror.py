@@ -6,12 +6,14 @@ from io import BytesIO
 from typing import Any
 
 from pyinfra import host
+from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, server
 
 from facts import host as fact
 from plan.apt_mirror import MANAGED_FILE, AptMirrorError, move_commands, plan_apt_mirror, watched_paths
+from plan.settings import load_settings
 
 
 def apt_mirror(mirror: str | None, os_release: Any) -> list[OperationMeta]:
@@ -29,4 +31,18 @@ def apt_mirror(mirror: str | None, os_release: Any) -> list[OperationMeta]:
     moves = move_commands(plan)
     if moves:
         ops.append(server.shell(name="Host's own apt sources kept in /etc/apt/vllm-deploy-backup", commands=moves))
+    return ops
+
+
+@deploy("apt sources")
+def apt_sources() -> list[OperationMeta]:
+    """The mirror preset's apt sources, first of all stages, so the driver and every package use them.
+
+    When the sources change, apt's lists are refreshed at once: lists of the old sources, however
+    fresh, know nothing of the new ones, and later stages skip `apt-get update` on a fresh cache.
+    """
+    ops = apt_mirror(load_settings(host.data.dict()).apt_mirror, host.get_fact(fact.OsRelease))
+    if ops:
+        ops.append(server.shell(name="apt lists from the new sources", commands=[
+            "apt-get update -q && mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/update-success-stamp"]))
     return ops

@@ -28,7 +28,6 @@ from plan.conda import (
 from plan.docker_engine import PREREQUISITES
 from plan.host import HostPlan
 from plan.settings import load_settings
-from tasks.apt_mirror import apt_mirror
 from tasks.install_venv import pip_install_args
 
 
@@ -78,7 +77,6 @@ def install_conda(plan: HostPlan) -> list[OperationMeta]:
     if plan.venv != settings.conda_env_prefix:
         raise DeployError(f"{host.name}: the plan runs {plan.python}, not the conda environment "
                           f"{settings.conda_env_prefix}")
-    apt_mirror(settings.apt_mirror, host.get_fact(fact.OsRelease))
     state = host.get_fact(fact.CondaState, prefix=settings.conda_prefix, env=settings.conda_env_prefix)
     configs = host.get_fact(fact.TextFiles, paths=(condarc_path(settings.conda_prefix),
                                                    pip_conf_path(settings.conda_env_prefix)))

@@ -32,7 +32,6 @@ from plan.docker_engine import (
 )
 from plan.host import HostPlan
 from plan.settings import Settings, load_settings
-from tasks.apt_mirror import apt_mirror
 
 
 def docker_engine(settings: Settings, os_release: Any) -> list[OperationMeta]:
@@ -82,7 +81,6 @@ def install_docker(plan: HostPlan) -> list[OperationMeta]:
     """Returns the operations whose change means the service must restart."""
     settings = load_settings(host.data.dict())
     os_release = host.get_fact(fact.OsRelease)
-    apt_mirror(settings.apt_mirror, os_release)
     docker_engine(settings, os_release)
     files.directory(name="vLLM prefix", path=plan.prefix, user="root", group="root", mode="755")
     for path in (plan.state_dir, f"{plan.state_dir}/cache", f"{plan.state_dir}/tmp"):

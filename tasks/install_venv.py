@@ -1,16 +1,12 @@
-"""Install stage for the venv runtime: apt sources (mirror preset), system packages, service user, vLLM in a venv."""
+"""Install stage for the venv runtime: system packages, service user, vLLM in a virtualenv."""
 
 from __future__ import annotations
 
-from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, files, pip, server
 
-from facts import host as fact
 from plan.service import ServicePlan
-from plan.settings import load_settings
-from tasks.apt_mirror import apt_mirror
 
 
 def pip_install_args(plan: ServicePlan) -> str:
@@ -25,13 +21,11 @@ def pip_install_args(plan: ServicePlan) -> str:
 @deploy("Install vLLM (venv runtime)")
 def install_venv(plan: ServicePlan) -> list[OperationMeta]:
     """Returns the operations whose change means the service must restart."""
-    mirror_ops = apt_mirror(load_settings(host.data.dict()).apt_mirror, host.get_fact(fact.OsRelease))
     apt.packages(
         name="System packages for a Python virtualenv",
         packages=list(plan.install.apt_packages),
         update=True,
-        # A fresh cache of the old sources knows nothing of the new ones: refresh now when they changed.
-        cache_time=None if mirror_ops else 24 * 3600,
+        cache_time=24 * 3600,
         no_recommends=True,
     )
     server.user(

@@ -71,7 +71,7 @@ CASES = {
     "4090-docker-aliyun": Case(
         "4090-x2-ubuntu2204", "converged", {"model": "Qwen/Qwen3-8B", "vllm_runtime": "docker",
                                             "mirror_preset": "aliyun"},
-        ("Install vLLM (docker runtime) | apt sources from the mirror preset",
+        ("apt sources | apt sources from the mirror preset",
          "Install vLLM (docker runtime) | Docker engine and NVIDIA container toolkit",
          "Install vLLM (docker runtime) | nvidia runtime in daemon.json",
          "Install vLLM (docker runtime) | Image vllm/vllm-openai:v0.32.0",

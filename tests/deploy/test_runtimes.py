@@ -143,7 +143,8 @@ def test_switching_the_converged_server_to_aliyun_rewrites_its_repositories(tmp_
     assert "URIs: https://mirrors.aliyun.com/docker-ce/linux/ubuntu\n" in read(
         out, "/etc/apt/sources.list.d/docker.sources")
     cmds = (out / "commands.txt").read_text()
-    assert "apt-get" not in cmds, "packages are installed already; only the sources change"
+    assert " install " not in cmds, "packages are installed already; only the sources change"
+    assert "apt-get update" in cmds, "lists of the new sources are fetched at once"
     assert "mv --backup=numbered" not in cmds, "the host's ubuntu.sources was moved aside on the first run"
 
 
@@ -215,17 +216,17 @@ def _fresh_apt_cache() -> dict[str, str]:
 @pytest.mark.parametrize("preset", ["upstream", "tuna"])
 def test_venv_applies_the_mirror_and_refreshes_apt_only_when_the_sources_changed(tmp_path: Path,
                                                                                   preset: str) -> None:
-    """mirror_preset switches apt for the venv runtime too; a fresh cache of the old sources is refreshed."""
+    """mirror_preset switches apt before any stage installs packages; a fresh cache of the old sources is refreshed."""
     data = {"model": "Qwen/Qwen3-0.6B", "vllm_device": "cpu", "mirror_preset": preset}
     output, out = deploy(tmp_path, "debian12-cpu", data, {commands.TEXT_FILES_MARK: DEBIAN_SOURCES,
                                                           **_fresh_apt_cache()})
     cmds = (out / "commands.txt").read_text()
-    stage = changed_in_stage(output, "Install vLLM (venv runtime)")
     if preset == "upstream":
         assert not (out / "files" / MANAGED_FILE.lstrip("/")).exists() and "mv --backup" not in cmds
         assert "apt-get update" not in cmds, "the cache is fresh and the sources did not change"
         return
-    assert "Install vLLM (venv runtime) | apt sources from the mirror preset" in stage
+    stage = changed_in_stage(output, "apt sources")
+    assert "apt sources | apt sources from the mirror preset" in stage
     assert "URIs: https://mirrors.tuna.tsinghua.edu.cn/debian/\n" in read(out, MANAGED_FILE)
     lines = cmds.splitlines()
     moved = next(i for i, line in enumerate(lines) if "mv --backup=numbered /etc/apt/sources.list.d/debian.sources "
