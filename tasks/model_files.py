@@ -138,7 +138,6 @@ def download(plan: HostPlan, model: ModelPlan, index: int) -> list[OperationMeta
     ]
 
 
-
 def systemd_escape(command: str) -> str:
     """systemd expands %-specifiers in Exec lines; a literal % (a revision, a path) must be doubled."""
     return command.replace("%", "%%")
