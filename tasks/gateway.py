@@ -16,6 +16,7 @@ from io import StringIO
 from pathlib import Path
 
 import gevent
+from jinja2 import Template
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import OperationError
@@ -67,9 +68,7 @@ def gateway(plan: HostPlan, restarts: list[OperationMeta] | None = None) -> None
     changes.append(files.template(name="Gateway nginx config", src=str(TEMPLATES / "gateway.conf.j2"),
                                   dest=f"{g.staging}/gateway.conf", mode="600", g=g))
     key = plan.api_key if g.require_api_key else "-"
-    keys = (TEMPLATES / "keys.conf.j2").read_text()
-    from jinja2 import Template  # rendered here so the key goes up as file content only
-
+    keys = (TEMPLATES / "keys.conf.j2").read_text()  # rendered here: the key goes up as file content only
     pattern = re.sub(r"([^A-Za-z0-9_])", r"\\\1", key or "")  # every other character taken literally
     changes.append(files.put(name="Gateway API key map (0600)",
                              src=StringIO(Template(keys).render(g=g, key_pattern=pattern)),
