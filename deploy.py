@@ -17,15 +17,14 @@ from tasks.install_conda import install_conda
 from tasks.install_docker import install_docker
 from tasks.install_venv import install_venv
 from tasks.model_files import model_files
-from tasks.nvidia_driver import driver_plan_for_current_host, nvidia_driver
+from tasks.nvidia_driver import nvidia_driver
 from tasks.service_unit import api_key_files, service_instances
 
 plan = plan_for_current_host()
 logger.info(plan.summary())
-apt_sources()
-driver = driver_plan_for_current_host(plan.device)
-logger.info(driver.summary())
-nvidia_driver(driver)
+apt_sources(plan)
+logger.info(plan.driver.summary())
+nvidia_driver(plan.driver)
 
 install = {"docker": install_docker, "conda": install_conda}.get(plan.runtime, install_venv)
 restart_all = install(plan) + api_key_files(plan)

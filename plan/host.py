@@ -14,9 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from plan.driver import DriverPlan, plan_driver
 from plan.gateway import GatewayPlan
 from plan.service import CONFIG_DIR, InstallPlan, ModelPlan, PlanError, ServicePlan, build_plan
-from plan.settings import InstanceSettings
+from plan.settings import InstanceSettings, Settings
 
 KEY_ENV_FILE = f"{CONFIG_DIR}/api-key.env"
 KEY_HEADER_FILE = f"{CONFIG_DIR}/api-key.header"
@@ -36,8 +37,18 @@ class HostPlan:
     key_env_file: str | None = None
     key_header_file: str | None = None
     warnings: tuple[str, ...] = ()
+    driver: DriverPlan | None = None
     # Input, not decision: kept out of repr, to_dict and the summary so it is never printed.
     api_key: str | None = field(default=None, repr=False, compare=False)
+    # What the plan was computed from, for stages that decide more later (the model stage re-sizes
+    # after a download; install stages read mirror settings) without validating or asking again.
+    settings: tuple[InstanceSettings, ...] = field(default=(), repr=False, compare=False)
+    facts: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def host_settings(self) -> Settings:
+        """Settings every instance shares (runtime, mirrors, driver): those of the first instance."""
+        return self.settings[0].settings
 
     # Host-level facts of the plan: every instance shares the runtime, the install and the user.
     @property
@@ -201,5 +212,8 @@ def build_host_plan(instances: tuple[InstanceSettings, ...], facts: Any, host: s
         require_api_key=key,
         key_env_file=KEY_ENV_FILE if key else None,
         key_header_file=KEY_HEADER_FILE if key else None,
+        driver=plan_driver(host_settings, facts, plans[0].device),
         api_key=api_key if key else None,
+        settings=tuple(instances),
+        facts=facts,
     )

@@ -13,7 +13,7 @@ from pyinfra.operations import files, server
 
 from facts import host as fact
 from plan.apt_mirror import MANAGED_FILE, AptMirrorError, move_commands, plan_apt_mirror, watched_paths
-from plan.settings import load_settings
+from plan.host import HostPlan
 
 
 def apt_mirror(mirror: str | None, os_release: Any) -> list[OperationMeta]:
@@ -35,13 +35,13 @@ def apt_mirror(mirror: str | None, os_release: Any) -> list[OperationMeta]:
 
 
 @deploy("apt sources")
-def apt_sources() -> list[OperationMeta]:
+def apt_sources(plan: HostPlan) -> list[OperationMeta]:
     """The mirror preset's apt sources, first of all stages, so the driver and every package use them.
 
     When the sources change, apt's lists are refreshed at once: lists of the old sources, however
     fresh, know nothing of the new ones, and later stages skip `apt-get update` on a fresh cache.
     """
-    ops = apt_mirror(load_settings(host.data.dict()).apt_mirror, host.get_fact(fact.OsRelease))
+    ops = apt_mirror(plan.host_settings.apt_mirror, plan.facts.os)
     if ops:
         ops.append(server.shell(name="apt lists from the new sources", commands=[
             "apt-get update -q && mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/update-success-stamp"]))

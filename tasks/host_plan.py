@@ -17,10 +17,6 @@ from plan.keys import resolve_api_key
 from plan.service import PlanError
 from plan.settings import InstanceSettings, Settings, SettingsError, load_instances
 
-# The facts each host was planned with, by host name: stages that re-size later (the model stage, after
-# a download) use these rather than asking the host again (pyinfra does not cache facts).
-PLANNED_FACTS: dict[str, Any] = {}
-
 
 def _deployment_members(settings: Settings) -> list[tuple[str, Settings, tuple[InstanceSettings, ...]]]:
     """Every inventory host of this host's deployment, with its instances (from settings alone)."""
@@ -68,7 +64,6 @@ def plan_for_current_host() -> HostPlan:
         settings = instances[0].settings
         facts = gather_host_facts(host, model_dir=settings.model_dir,
                                   ports=[i.settings.vllm_port for i in instances])
-        PLANNED_FACTS[host.name] = facts
         statuses = host.get_fact(SystemdStatus)
         active = {unit for unit in [i.unit for i in instances] + ["nginx"] if statuses.get(f"{unit}.service")}
         try:

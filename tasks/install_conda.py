@@ -27,7 +27,6 @@ from plan.conda import (
 )
 from plan.docker_engine import PREREQUISITES
 from plan.host import HostPlan
-from plan.settings import load_settings
 from tasks.install_venv import pip_install_args
 
 
@@ -73,7 +72,7 @@ def _conda_ops(plan: HostPlan, conda: CondaPlan) -> list[OperationMeta]:
 @deploy("Install vLLM (conda runtime)")
 def install_conda(plan: HostPlan) -> list[OperationMeta]:
     """Returns the operations whose change means the service must restart."""
-    settings = load_settings(host.data.dict())
+    settings = plan.host_settings
     if plan.venv != settings.conda_env_prefix:
         raise DeployError(f"{host.name}: the plan runs {plan.python}, not the conda environment "
                           f"{settings.conda_env_prefix}")

@@ -31,7 +31,7 @@ from plan.docker_engine import (
     plan_docker_engine,
 )
 from plan.host import HostPlan
-from plan.settings import Settings, load_settings
+from plan.settings import Settings
 
 
 def docker_engine(settings: Settings, os_release: Any) -> list[OperationMeta]:
@@ -79,8 +79,8 @@ def docker_engine(settings: Settings, os_release: Any) -> list[OperationMeta]:
 @deploy("Install vLLM (docker runtime)")
 def install_docker(plan: HostPlan) -> list[OperationMeta]:
     """Returns the operations whose change means the service must restart."""
-    settings = load_settings(host.data.dict())
-    os_release = host.get_fact(fact.OsRelease)
+    settings = plan.host_settings
+    os_release = plan.facts.os
     docker_engine(settings, os_release)
     files.directory(name="vLLM prefix", path=plan.prefix, user="root", group="root", mode="755")
     for path in (plan.state_dir, f"{plan.state_dir}/cache", f"{plan.state_dir}/tmp"):

@@ -28,14 +28,12 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import apt, files, pip, python, server
 
-from facts.gather import gather_host_facts
 from facts.parsers import parse_json_object
 from plan.host import HostPlan
 from plan.replan import plan_changes, replan_message
 from plan.service import ModelPlan, ServicePlan
-from plan.settings import Settings, load_instances
+from plan.settings import Settings
 from tasks import model_check
-from tasks.host_plan import PLANNED_FACTS
 from tasks.model_check import MANIFEST, MARKER
 
 DOWNLOAD_UNIT = "vllm-model-download"
@@ -173,16 +171,11 @@ def downloaded_config_command(model_dir: str) -> str:
 def _serving(plan: HostPlan, model: ModelPlan) -> list[tuple[ServicePlan, Settings, Any]]:
     """(plan, settings, facts) of each instance serving this model directory, for re-sizing after the download.
 
-    The same inputs build_host_plan had, minus config.json: the host data validated again and the
-    facts the host was planned with, so a difference comes from the config alone (not from, say, a
-    driver this run installed).
+    The inputs the host plan was built from, minus config.json, so a difference comes from the
+    config alone (not from, say, a driver this run installed).
     """
-    settings = {i.unit: i.settings for i in load_instances(host.data.dict())}
-    facts = PLANNED_FACTS.get(host.name)
-    if facts is None:  # a stage run without tasks.host_plan: ask the host
-        first = next(iter(settings.values()))
-        facts = gather_host_facts(host, model_dir=first.model_dir, ports=[s.vllm_port for s in settings.values()])
-    return [(instance, settings[instance.unit], facts) for instance in plan.instances
+    settings = {i.unit: i.settings for i in plan.settings}
+    return [(instance, settings[instance.unit], plan.facts) for instance in plan.instances
             if instance.model.host_dir == model.host_dir]
 
 

@@ -15,16 +15,7 @@ from pyinfra.api.exceptions import OperationError
 from pyinfra.operations import apt, files, python, server, systemd
 
 from facts.commands import DRIVER_CHECK
-from facts.gather import gather_host_facts
-from plan.driver import DriverPlan, check_driver_output, plan_driver
-from plan.settings import load_instances
-
-
-def driver_plan_for_current_host(device: str) -> DriverPlan:
-    """The driver stage of the current host, from the same settings and (cached) facts as its service plan."""
-    settings = load_instances(host.data.dict())[0].settings
-    facts = gather_host_facts(host, model_dir=settings.model_dir, ports=[settings.vllm_port])
-    return plan_driver(settings, facts, device)
+from plan.driver import DriverPlan, check_driver_output
 
 
 def check_driver(driver: DriverPlan) -> None:
