@@ -5,7 +5,12 @@ one-token completion of every instance (showing the journal if a unit is dead),
 and checks the gateway as a client would.
 """
 
+from tasks.gateway import verify_gateway
 from tasks.host_plan import plan_for_current_host
-from tasks.verify import verify
+from tasks.verify import verify_instance
 
-verify(plan_for_current_host())
+plan = plan_for_current_host()
+for instance in plan.instances:
+    verify_instance(instance)
+if plan.gateway:
+    verify_gateway(plan)

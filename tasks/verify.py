@@ -10,16 +10,13 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from collections.abc import Callable
 
 import gevent
 from pyinfra import host, logger
-from pyinfra.api import deploy
 from pyinfra.api.exceptions import OperationError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
-from plan.host import HostPlan
 from plan.service import ServicePlan
 
 POLL_SECONDS = 2.0
@@ -115,22 +112,10 @@ def restart_and_verify(plan: ServicePlan) -> None:
     wait_until_serving(plan)
 
 
-def verify_instance(plan: ServicePlan, when: Callable[[], bool] | None = None) -> OperationMeta:
-    """Verify now, or only when `when()` is true at execution time (after a (re)start)."""
+def verify_instance(plan: ServicePlan) -> OperationMeta:
+    """Check the instance as it runs, changing nothing (verify.py)."""
     return python.call(
         name=f"{plan.unit}: verify '{plan.served_name}' on port {plan.port}",
         function=wait_until_serving,
         plan=plan,
-        _if=when,
     )
-
-
-@deploy("Verify vLLM")
-def verify(plan: HostPlan) -> None:
-    """Every instance of the host, then its gateway: nothing is changed."""
-    from tasks.gateway import verify_gateway  # the gateway stage uses this module's curl
-
-    for instance in plan.instances:
-        verify_instance(instance)
-    if plan.gateway:
-        verify_gateway(plan)
