@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from facts.parsers import normalize_dist
+from plan.docker_engine import PREREQUISITES, missing_packages
 
 HUB_PACKAGE = "modelscope"
 
@@ -37,6 +38,8 @@ class CondaPlan:
     recreate_env: bool = False
     pip_install: tuple[str, ...] = ()
     pip_remove: tuple[str, ...] = ()
+    # apt packages the installer's download needs, missing on the host (only when Miniconda is installed).
+    prerequisites: tuple[str, ...] = ()
 
     @property
     def condarc_path(self) -> str:
@@ -96,8 +99,12 @@ def satisfied(requirement: str, installed: Mapping[str, str]) -> bool:
     return exact is None or version == exact
 
 
-def plan_conda(settings: Any, install: Any, state: Any, files: Mapping[str, str | None]) -> CondaPlan:
-    """Decide the conda steps from the settings, the install plan (packages) and the host's state."""
+def plan_conda(settings: Any, install: Any, state: Any, files: Mapping[str, str | None],
+               packages: Mapping[str, Any] | None = None) -> CondaPlan:
+    """Decide the conda steps from the settings, the install plan (packages) and the host's state.
+
+    `packages` is dpkg's view of the download tools (none known installed when not given).
+    """
     prefix, env = settings.conda_prefix, settings.conda_env_prefix
     base = (settings.conda_installer_url or "").rstrip("/")
     plan = CondaPlan(
@@ -135,7 +142,8 @@ def plan_conda(settings: Any, install: Any, state: Any, files: Mapping[str, str 
            "create_env": create,
            "recreate_env": recreate,
            "pip_install": pip_install,
-           "pip_remove": remove},
+           "pip_remove": remove,
+           "prerequisites": missing_packages(packages or {}, PREREQUISITES) if not has_conda else ()},
     )
 
 

@@ -93,6 +93,11 @@ def _installed(packages: Mapping[str, Any], name: str) -> bool:
     return bool(package is not None and getattr(package, "installed", False))
 
 
+def missing_packages(packages: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str, ...]:
+    """Those of `names` that dpkg (the DebPackageVersions fact) does not show as installed."""
+    return tuple(name for name in names if not _installed(packages, name))
+
+
 def merge_daemon_json(current: Mapping[str, Any], registry_mirrors: tuple[str, ...],
                       add_runtime: bool) -> dict[str, Any] | None:
     """daemon.json with our keys merged in, or None when the current file already has them.
@@ -145,8 +150,8 @@ def plan_docker_engine(*, docker_ce_repo: str | None, nvidia_container_repo: str
     if files.get(NVIDIA_SOURCES) != content:
         repo_files.append(RepoFile(NVIDIA_SOURCES, content))
     wanted += TOOLKIT_PACKAGES
-    missing = tuple(name for name in wanted if not _installed(packages, name))
-    prerequisites = tuple(name for name in PREREQUISITES if not _installed(packages, name)) if keys else ()
+    missing = missing_packages(packages, tuple(wanted))
+    prerequisites = missing_packages(packages, PREREQUISITES) if keys else ()
 
     status = getattr(daemon, "status", "empty")
     if status == "invalid":

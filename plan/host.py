@@ -14,6 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from plan.apt_mirror import AptMirrorPlan
+from plan.conda import CondaPlan
+from plan.docker_engine import DockerEnginePlan
 from plan.driver import DriverPlan, plan_driver
 from plan.gateway import GatewayPlan
 from plan.service import CONFIG_DIR, InstallPlan, ModelPlan, PlanError, ServicePlan, build_plan
@@ -38,10 +41,14 @@ class HostPlan:
     key_header_file: str | None = None
     warnings: tuple[str, ...] = ()
     driver: DriverPlan | None = None
+    # The install stages' decisions from the host's packages and files; None where the stage does not run.
+    apt: AptMirrorPlan | None = None
+    docker_engine: DockerEnginePlan | None = None
+    conda: CondaPlan | None = None
     # Input, not decision: kept out of repr, to_dict and the summary so it is never printed.
     api_key: str | None = field(default=None, repr=False, compare=False)
     # What the plan was computed from, for stages that decide more later (the model stage re-sizes
-    # after a download; install stages read mirror settings) without validating or asking again.
+    # after a download) without validating or asking again.
     settings: tuple[InstanceSettings, ...] = field(default=(), repr=False, compare=False)
     facts: Any = field(default=None, repr=False, compare=False)
 

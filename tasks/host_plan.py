@@ -11,6 +11,19 @@ from pyinfra.facts.systemd import SystemdStatus
 
 from facts import host as fact
 from facts.gather import gather_host_facts
+from plan.apt_mirror import AptMirrorError, AptMirrorPlan, plan_apt_mirror, watched_paths
+from plan.conda import CondaPlan, condarc_path, pip_conf_path, plan_conda
+from plan.docker_engine import (
+    DOCKER_KEY,
+    DOCKER_SOURCES,
+    DPKG_NAMES,
+    NVIDIA_KEY,
+    NVIDIA_SOURCES,
+    PREREQUISITES,
+    DockerEngineError,
+    DockerEnginePlan,
+    plan_docker_engine,
+)
 from plan.gateway import GatewayPlan, build_gateway_plan
 from plan.host import HostPlan, build_host_plan
 from plan.keys import resolve_api_key
@@ -57,6 +70,55 @@ def _facts_for_model(base: Any) -> Any:
     return view
 
 
+def plan_apt_sources(mirror: str | None, os_release: Any) -> AptMirrorPlan:
+    """The apt sources stage from the host's source files: `mirror`, or None for the host's own sources."""
+    os_id = getattr(os_release, "id", "") or ""
+    current = host.get_fact(fact.TextFiles, paths=watched_paths(os_id)) if mirror or os_id else {}
+    try:
+        return plan_apt_mirror(mirror, os_release, current)
+    except AptMirrorError as error:
+        raise PlanError(f"apt_mirror: {error}") from None
+
+
+def _docker_engine(settings: Settings, os_release: Any) -> DockerEnginePlan:
+    try:
+        return plan_docker_engine(
+            docker_ce_repo=settings.docker_ce_repo,
+            nvidia_container_repo=settings.nvidia_container_repo,
+            registry_mirrors=settings.docker_registry_mirrors,
+            os_release=os_release,
+            packages=host.get_fact(fact.DebPackageVersions, packages=DPKG_NAMES),
+            files=host.get_fact(fact.TextFiles, paths=(DOCKER_SOURCES, NVIDIA_SOURCES)),
+            hashes=host.get_fact(fact.FileHashes, paths=(DOCKER_KEY, NVIDIA_KEY)),
+            daemon=host.get_fact(fact.DockerDaemonConfig),
+        )
+    except DockerEngineError as error:
+        raise PlanError(str(error)) from None
+
+
+def _conda(plan: HostPlan) -> CondaPlan:
+    settings = plan.host_settings
+    return plan_conda(
+        settings,
+        plan.install,
+        host.get_fact(fact.CondaState, prefix=settings.conda_prefix, env=settings.conda_env_prefix),
+        host.get_fact(fact.TextFiles, paths=(condarc_path(settings.conda_prefix),
+                                             pip_conf_path(settings.conda_env_prefix))),
+        host.get_fact(fact.DebPackageVersions, packages=PREREQUISITES),
+    )
+
+
+def _with_install_stages(plan: HostPlan) -> HostPlan:
+    """The apt sources and runtime install decisions, from the packages and files the host has now."""
+    settings = plan.host_settings
+    return replace(
+        plan,
+        apt=plan_apt_sources(settings.apt_mirror, plan.facts.os),
+        docker_engine=_docker_engine(settings, plan.facts.os) if plan.runtime == "docker" else None,
+        conda=_conda(plan) if plan.runtime == "conda" else None,
+    )
+
+
 def plan_for_current_host() -> HostPlan:
     """Validate the host's data, gather its facts and plan; bad input stops the run before any change."""
     try:
@@ -70,7 +132,8 @@ def plan_for_current_host() -> HostPlan:
             api_key = resolve_api_key(settings)
         except (OSError, ValueError) as error:
             raise PlanError(f"vllm_api_key_file: {error}") from None
-        return build_host_plan(instances, facts, host.name, active_units=active, gateway=_gateway(settings),
+        plan = build_host_plan(instances, facts, host.name, active_units=active, gateway=_gateway(settings),
                                api_key=api_key, facts_for_model=_facts_for_model(facts))
+        return _with_install_stages(plan)
     except (SettingsError, PlanError) as error:
         raise DeployError(f"{host.name}: {error}") from None

@@ -1,6 +1,6 @@
 """Install stage for the conda runtime: Miniconda (verified), its mirror config, the vLLM environment.
 
-The decisions are plan.conda's, from the host's state: Miniconda is installed only when
+The decisions are the host plan's (plan.conda, from the host's state): Miniconda is installed only when
 PREFIX/bin/conda is absent, the environment only when its Python is missing or not the pinned
 one, pip only for requirements not yet met; a host that is already right gets no change.
 """
@@ -9,23 +9,11 @@ from __future__ import annotations
 
 from io import BytesIO
 
-from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.api.exceptions import DeployError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, files, server
 
-from facts import host as fact
-from plan.conda import (
-    CondaPlan,
-    condarc_path,
-    create_env_command,
-    installer_command,
-    pip_command,
-    pip_conf_path,
-    plan_conda,
-)
-from plan.docker_engine import PREREQUISITES
+from plan.conda import CondaPlan, create_env_command, installer_command, pip_command
 from plan.host import HostPlan
 from tasks.install_venv import pip_install_args
 
@@ -72,17 +60,10 @@ def _conda_ops(plan: HostPlan, conda: CondaPlan) -> list[OperationMeta]:
 @deploy("Install vLLM (conda runtime)")
 def install_conda(plan: HostPlan) -> list[OperationMeta]:
     """Returns the operations whose change means the service must restart."""
-    settings = plan.host_settings
-    if plan.venv != settings.conda_env_prefix:
-        raise DeployError(f"{host.name}: the plan runs {plan.python}, not the conda environment "
-                          f"{settings.conda_env_prefix}")
-    state = host.get_fact(fact.CondaState, prefix=settings.conda_prefix, env=settings.conda_env_prefix)
-    configs = host.get_fact(fact.TextFiles, paths=(condarc_path(settings.conda_prefix),
-                                                   pip_conf_path(settings.conda_env_prefix)))
-    conda = plan_conda(settings, plan.install, state, configs)
-    packages = host.get_fact(fact.DebPackageVersions, packages=PREREQUISITES)
-    missing = [name for name in PREREQUISITES if not (name in packages and packages[name].installed)]
-    if missing and conda.install_miniconda:
-        apt.packages(name="Tools to download Miniconda", packages=missing, update=True, no_recommends=True)
+    conda = plan.conda
+    assert conda is not None, "the host plan decides the conda steps for the conda runtime"
+    if conda.prerequisites:
+        apt.packages(name="Tools to download Miniconda", packages=list(conda.prerequisites), update=True,
+                     no_recommends=True)
     _service_account(plan)
     return _conda_ops(plan, conda)

@@ -1,7 +1,7 @@
 """Install stage for the docker runtime: docker-ce and the NVIDIA container toolkit through the mirror
 preset, daemon.json, then the pinned vLLM image and the service's state directories.
 
-Every decision comes from plan.docker_engine and the host's facts: packages are installed only when
+Every decision is the host plan's (plan.docker_engine, from the host's facts): packages are installed only when
 dpkg lacks them, nvidia-ctk runs only when daemon.json has no nvidia runtime, docker restarts only
 when daemon.json changed, so a host that is already right gets no change.
 """
@@ -9,46 +9,19 @@ when daemon.json changed, so a host that is already right gets no change.
 from __future__ import annotations
 
 from io import BytesIO
-from typing import Any
 
 from pyinfra import host, logger
 from pyinfra.api import deploy
-from pyinfra.api.exceptions import DeployError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, docker, files, server
 from pyinfra.operations.util import any_changed
 
-from facts import host as fact
-from plan.docker_engine import (
-    DAEMON_JSON,
-    DOCKER_KEY,
-    DOCKER_SOURCES,
-    DPKG_NAMES,
-    NVIDIA_KEY,
-    NVIDIA_SOURCES,
-    DockerEngineError,
-    key_command,
-    plan_docker_engine,
-)
+from plan.docker_engine import DAEMON_JSON, DockerEnginePlan, key_command
 from plan.host import HostPlan
-from plan.settings import Settings
 
 
-def docker_engine(settings: Settings, os_release: Any) -> list[OperationMeta]:
+def docker_engine(engine: DockerEnginePlan) -> list[OperationMeta]:
     """Repositories, packages and daemon.json of the engine; returns the operations that ran."""
-    try:
-        engine = plan_docker_engine(
-            docker_ce_repo=settings.docker_ce_repo,
-            nvidia_container_repo=settings.nvidia_container_repo,
-            registry_mirrors=settings.docker_registry_mirrors,
-            os_release=os_release,
-            packages=host.get_fact(fact.DebPackageVersions, packages=DPKG_NAMES),
-            files=host.get_fact(fact.TextFiles, paths=(DOCKER_SOURCES, NVIDIA_SOURCES)),
-            hashes=host.get_fact(fact.FileHashes, paths=(DOCKER_KEY, NVIDIA_KEY)),
-            daemon=host.get_fact(fact.DockerDaemonConfig),
-        )
-    except DockerEngineError as error:
-        raise DeployError(f"{host.name}: {error}") from None
     for warning in engine.warnings:
         logger.warning(f"[{host.name}] {warning}")
     ops = []
@@ -79,9 +52,8 @@ def docker_engine(settings: Settings, os_release: Any) -> list[OperationMeta]:
 @deploy("Install vLLM (docker runtime)")
 def install_docker(plan: HostPlan) -> list[OperationMeta]:
     """Returns the operations whose change means the service must restart."""
-    settings = plan.host_settings
-    os_release = plan.facts.os
-    docker_engine(settings, os_release)
+    assert plan.docker_engine is not None, "the host plan decides the engine for the docker runtime"
+    docker_engine(plan.docker_engine)
     files.directory(name="vLLM prefix", path=plan.prefix, user="root", group="root", mode="755")
     for path in (plan.state_dir, f"{plan.state_dir}/cache", f"{plan.state_dir}/tmp"):
         files.directory(name=f"Service state {path}", path=path, user="root", group="root", mode="750")

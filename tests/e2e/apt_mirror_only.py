@@ -9,5 +9,6 @@ from pyinfra import host
 from facts import host as fact
 from plan.settings import load_settings
 from tasks.apt_mirror import apt_mirror
+from tasks.host_plan import plan_apt_sources
 
-apt_mirror(load_settings(host.data.dict()).apt_mirror, host.get_fact(fact.OsRelease))
+apt_mirror(plan_apt_sources(load_settings(host.data.dict()).apt_mirror, host.get_fact(fact.OsRelease)))

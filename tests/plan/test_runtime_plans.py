@@ -152,6 +152,13 @@ def test_fresh_host_gets_everything() -> None:
     assert plan.installer_url.endswith("/anaconda/miniconda/Miniconda3-py312_24.4.0-0-Linux-x86_64.sh")
 
 
+def test_download_tools_are_installed_only_when_miniconda_is() -> None:
+    settings = load_settings({"mirror_preset": "tuna", "vllm_runtime": "conda"})
+    fresh = cd.plan_conda(settings, INSTALL, CondaState(), {}, _installed("ca-certificates"))
+    assert fresh.prerequisites == ("curl",)
+    assert cd.plan_conda(settings, INSTALL, SEED_STATE, {}, {}).prerequisites == (), "conda is there already"
+
+
 def test_seed_001_state_needs_nothing() -> None:
     assert not _conda(SEED_STATE).changes
 
