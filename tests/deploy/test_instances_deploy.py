@@ -44,22 +44,25 @@ def test_two_instances_on_one_gpu_render_ordered_units_and_roll_one_at_a_time(tm
     assert order == sorted(order), output[-4000:]
 
 
-def test_over_committed_gpu_is_refused_before_any_change(tmp_path: Path) -> None:
+def _refused_before_any_change(tmp_path: Path, **second: object) -> str:
+    """Deploy SHARED with instance b changed by `second`; the run must fail having changed nothing."""
     data = json.loads(json.dumps(SHARED))
-    data["vllm_instances"][1]["gpu_memory_utilization"] = 0.6
+    data["vllm_instances"][1].update(second)
     proc, out = run_fake_deploy(tmp_path, "h100-x1-ubuntu2404", data, None)
     assert proc.returncode != 0
-    assert "GPU 0 is over-committed: a 0.45 + b 0.6" in proc.stdout + proc.stderr
-    commands = (out / "commands.txt").read_text()
+    log = out / "commands.txt"  # absent when the settings were refused before the host was asked anything
+    commands = log.read_text() if log.exists() else ""
     for change in ("apt-get install", "apt-get update", "useradd ", "daemon-reload", "systemctl restart"):
         assert change not in commands, change
     assert not (out / "files").exists()
+    return proc.stdout + proc.stderr
+
+
+def test_over_committed_gpu_is_refused_before_any_change(tmp_path: Path) -> None:
+    output = _refused_before_any_change(tmp_path, gpu_memory_utilization=0.6)
+    assert "GPU 0 is over-committed: a 0.45 + b 0.6" in output
 
 
 def test_two_instances_on_one_port_are_refused_before_any_change(tmp_path: Path) -> None:
-    data = json.loads(json.dumps(SHARED))
-    data["vllm_instances"][1]["port"] = 8001
-    proc, out = run_fake_deploy(tmp_path, "h100-x1-ubuntu2404", data, None)
-    assert proc.returncode != 0
-    assert "vllm_instances[1] (b).port: 8001 is already the port of instance 'a'" in proc.stdout + proc.stderr
-    assert not (out / "files").exists()
+    output = _refused_before_any_change(tmp_path, port=8001)
+    assert "vllm_instances[1] (b).port: 8001 is already the port of instance 'a'" in output
