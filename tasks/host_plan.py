@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import cache
 from typing import Any
 
 from pyinfra import host, state
+from pyinfra.api.connectors import get_all_connectors
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.systemd import SystemdStatus
 
@@ -27,8 +29,23 @@ from plan.docker_engine import (
 from plan.gateway import GatewayPlan, build_gateway_plan
 from plan.host import HostPlan, build_host_plan
 from plan.keys import resolve_api_key
+from plan.schema import BY_NAME
 from plan.service import PlanError
-from plan.settings import InstanceSettings, Settings, SettingsError, load_instances
+from plan.settings import InstanceSettings, Settings, SettingsError, load_instances, load_settings
+
+
+@cache
+def pyinfra_data_keys() -> frozenset[str]:
+    """Host data names that belong to pyinfra's connectors (`ssh_user`, `fake_responses`, ...), not to us."""
+    keys: set[str] = set()
+    for connector in get_all_connectors().values():
+        keys |= set(getattr(connector, "data_meta", None) or {})
+    return frozenset(keys)
+
+
+def settings_of(data: dict[str, Any]) -> Settings:
+    """A host's validated settings from its pyinfra data (for stages run on their own, e.g. the apt one)."""
+    return load_settings(data, pyinfra_data_keys())
 
 
 def _deployment_members(settings: Settings) -> list[tuple[str, Settings, tuple[InstanceSettings, ...]]]:
@@ -37,9 +54,9 @@ def _deployment_members(settings: Settings) -> list[tuple[str, Settings, tuple[I
     for other in state.inventory:
         data = other.data.dict()
         try:
-            instances = load_instances(data)
+            instances = load_instances(data, pyinfra_data_keys())
         except SettingsError as error:
-            if data.get("vllm_deployment", "vllm") != settings.vllm_deployment:
+            if data.get("vllm_deployment", BY_NAME["vllm_deployment"].default) != settings.vllm_deployment:
                 continue
             raise PlanError(f"gateway: host {other.name} of deployment '{settings.vllm_deployment}' has invalid "
                             f"settings:\n{error}") from None
@@ -122,7 +139,7 @@ def _with_install_stages(plan: HostPlan) -> HostPlan:
 def plan_for_current_host() -> HostPlan:
     """Validate the host's data, gather its facts and plan; bad input stops the run before any change."""
     try:
-        instances = load_instances(host.data.dict())
+        instances = load_instances(host.data.dict(), pyinfra_data_keys())
         settings = instances[0].settings
         facts = gather_host_facts(host, model_dir=settings.model_dir,
                                   ports=[i.settings.vllm_port for i in instances])

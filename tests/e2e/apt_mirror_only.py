@@ -7,8 +7,7 @@ apt, and it is the first thing every runtime's install stage runs.
 from pyinfra import host
 
 from facts import host as fact
-from plan.settings import load_settings
 from tasks.apt_mirror import apt_mirror
-from tasks.host_plan import plan_apt_sources
+from tasks.host_plan import plan_apt_sources, settings_of
 
-apt_mirror(plan_apt_sources(load_settings(host.data.dict()).apt_mirror, host.get_fact(fact.OsRelease)))
+apt_mirror(plan_apt_sources(settings_of(host.data.dict()).apt_mirror, host.get_fact(fact.OsRelease)))

@@ -106,8 +106,8 @@ def test_the_key_never_enters_the_plan_output() -> None:
 def test_gateway_groups_instances_by_model_across_hosts() -> None:
     gw_data = {"model": "tiny", "vllm_gateway": True, "vllm_instances": [
         {"name": "a", "port": 8001}, {"name": "b", "port": 8002}]}
-    other = {"model": "tiny", "vllm_instances": [
-        {"name": "c", "port": 8001}, {"name": "d", "port": 8003, "vllm_served_model_name": "tiny-chat"}]}
+    other = {"model": "tiny", "vllm_backend_tls": False, "vllm_instances": [
+        {"name": "c", "port": 8001}, {"name": "d", "port": 8003, "served_model_name": "tiny-chat"}]}
     members = [(name, load_instances(data)[0].settings, load_instances(data))
                for name, data in (("gw", gw_data), ("10.0.0.12", other))]
     plan = build_gateway_plan(members[0][1], "gw", members)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import runpy
-
 import pytest
 
-from plan.settings import DEFAULTS_FILE, MIRROR_KEYS, SettingsError, load_settings
+from plan.mirror_presets import MIRROR_PRESETS
+from plan.settings import MIRROR_KEYS, SettingsError, load_settings
 
 
 def _problems(data: dict) -> dict[str, str]:
@@ -16,7 +15,7 @@ def _problems(data: dict) -> dict[str, str]:
 
 
 def test_every_preset_sets_every_key() -> None:
-    presets = runpy.run_path(str(DEFAULTS_FILE))["mirror_presets"]
+    presets = MIRROR_PRESETS
     assert set(presets) == {"upstream", "tuna", "aliyun", "ustc", "custom"}
     for name, preset in presets.items():
         assert set(preset) == set(MIRROR_KEYS), name
@@ -111,7 +110,7 @@ def test_each_bad_value_is_named(field: str, value: object, fragment: str) -> No
 
 
 def test_a_preset_missing_a_key_is_named() -> None:
-    presets = runpy.run_path(str(DEFAULTS_FILE))["mirror_presets"]
+    presets = MIRROR_PRESETS
     broken = {**presets, "mine": {"pip_index_url": None}}
     problems = _problems({"mirror_presets": broken, "mirror_preset": "mine"})
     assert "docker_ce_repo" in problems["mirror_presets"]

@@ -1,10 +1,15 @@
-"""Settings validation: every bad value is named with its fix, defaults come from group_data/all.py."""
+"""Settings validation: every bad value is named with its fix; every setting is declared once, in plan/schema.py."""
 
+import dataclasses
 import runpy
+from pathlib import Path
 
 import pytest
 
-from plan.settings import DEFAULTS_FILE, SettingsError, load_settings, parse_size
+from plan import schema
+from plan.settings import Settings, SettingsError, load_instances, load_settings, parse_size
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _problems(data: dict) -> dict[str, str]:
@@ -14,13 +19,65 @@ def _problems(data: dict) -> dict[str, str]:
     return dict(info.value.problems)
 
 
-def test_defaults_are_valid_and_come_from_group_data():
+def test_defaults_are_valid_and_come_from_the_schema():
     settings = load_settings({})
-    documented = runpy.run_path(str(DEFAULTS_FILE))
-    assert settings.model == documented["model"]
-    assert settings.vllm_port == documented["vllm_port"]
-    assert settings.model_dir == "/srv/models/" + documented["model"].split("/")[-1]
-    assert settings.vllm_served_model_name == documented["model"].split("/")[-1]
+    declared = schema.defaults()
+    assert settings.model == declared["model"]
+    assert settings.vllm_port == declared["vllm_port"]
+    assert settings.model_dir == "/srv/models/" + declared["model"].split("/")[-1]
+    assert settings.vllm_served_model_name == declared["model"].split("/")[-1]
+
+
+def test_every_setting_is_declared_once_and_is_a_field():
+    names = [s.name for s in schema.SETTINGS]
+    assert len(names) == len(set(names))
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    derived = {"conda_env_prefix"}
+    assert fields - derived == set(names) - {"vllm_instances", "mirror_presets"}
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(Settings)), "defaults live in the schema"
+
+
+def test_group_data_sets_only_known_names_and_restates_no_default():
+    site = {k: v for k, v in runpy.run_path(str(ROOT / "group_data" / "all.py")).items() if not k.startswith("_")}
+    assert set(site) <= set(schema.BY_NAME)
+    assert not {k for k, v in site.items() if v == schema.BY_NAME[k].default}
+
+
+def test_readme_reference_is_generated_from_the_schema():
+    readme = (ROOT / "README.md").read_text()
+    assert schema.reference_markdown() in readme, "run `python -m plan.schema readme`"
+    for setting in schema.SETTINGS:
+        assert f"| `{setting.name}` |" in readme
+
+
+def test_a_typo_is_refused_with_the_closest_name():
+    problems = _problems({"vllm_gpu_memory_utilisation": 0.5})
+    assert problems == {"vllm_gpu_memory_utilisation": "is not a setting; did you mean vllm_gpu_memory_utilization?"}
+    assert "did you mean vllm_port?" in _problems({"vllm_prot": 8001})["vllm_prot"]
+    assert "README" in _problems({"completely_unrelated": 1})["completely_unrelated"]
+
+
+def test_pyinfra_names_and_underscore_names_pass_only_when_declared_foreign():
+    assert "ssh_user" in _problems({"ssh_user": "root"})
+    assert load_settings({"ssh_user": "root", "_sudo": True}, foreign={"ssh_user"}).vllm_runtime == "venv"
+
+
+def test_instance_keys_use_one_naming_scheme():
+    base = {"name": "a", "port": 8001}
+    with pytest.raises(SettingsError) as info:
+        load_instances({"vllm_instances": [{**base, "vllm_served_model_name": "x"}, {**base, "name": "b", "port": 8002,
+                                                                                    "gpu_memory_utilisation": 0.4}]})
+    problems = dict(info.value.problems)
+    assert "use 'served_model_name'" in problems["vllm_instances[0].vllm_served_model_name"]
+    assert "did you mean gpu_memory_utilization?" in problems["vllm_instances[1].gpu_memory_utilisation"]
+    with pytest.raises(SettingsError) as info:
+        load_instances({"vllm_instances": [{**base, "vllm_runtime": "docker"}]})
+    assert "the host's" in dict(info.value.problems)["vllm_instances[0].vllm_runtime"]
+    (a,) = load_instances({"vllm_instances": [{**base, "served_model_name": "x", "max_model_len": 512}]})
+    assert (a.settings.vllm_served_model_name, a.settings.vllm_max_model_len, a.settings.vllm_port) == ("x", 512, 8001)
+    with pytest.raises(SettingsError) as info:
+        load_instances({"vllm_instances": [{**base, "max_model_len": 4}]})
+    assert "vllm_instances[0] (a).max_model_len" in dict(info.value.problems)
 
 
 @pytest.mark.parametrize(
@@ -71,8 +128,7 @@ def test_mirror_preset_sets_pip_index_and_hf_endpoint_unless_overridden():
     assert load_settings({}).pip_index_url is None
 
 
-def test_unknown_keys_are_ignored_and_sizes_parse():
-    assert load_settings({"ssh_user": "root"}).vllm_runtime == "venv"
+def test_sizes_parse():
     assert parse_size("64M") == 64 << 20
     assert parse_size("1.5G") == 3 << 29
     assert parse_size(4096) == 4096
