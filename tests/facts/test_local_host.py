@@ -1,16 +1,21 @@
-"""The fact commands through pyinfra's real shell path (`@local`), compared with the recorded debian12-cpu profile.
+"""The fact commands through pyinfra's real shell path (`@local`), against Python's own reading of this machine.
 
-This proves the command strings run as written under `sh -c` (quoting, the
-sysfs fallback, `|| true` on missing tools) and that the recording of this
-machine is what the facts really return here.
+This proves the command strings run as written under `sh -c` (quoting, the sysfs fallback,
+`|| true` on missing tools) and parse into what the kernel reports, and that the recorded
+debian12-cpu profile has the shape live facts have. Figures that differ from machine to machine
+(memory, CPUs, packages) are compared with the kernel's, never with the recording.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
 
+from facts import commands
 from facts.gather import gather_host_facts
 from tests.fakehosts import fake_host_data, make_fake_state
 
@@ -33,15 +38,18 @@ def test_local_host_matches_the_debian12_recording() -> None:
                                  ports=[8000])
 
     assert live.os == recorded.os
-    assert live.mem_total_bytes == recorded.mem_total_bytes
-    assert live.cpu_count == recorded.cpu_count
-    assert live.driver_state == recorded.driver_state == "no_gpu"
-    assert (live.gpu_query.status, live.smi.status, live.topology.status) == ("missing", "missing", "missing")
-    assert live.pci == recorded.pci
-    assert live.shm_bytes == recorded.shm_bytes
-    assert set(live.packages) == set(recorded.packages)
-    assert live.docker.status == recorded.docker.status
+    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    assert live.mem_total_bytes == int(meminfo["MemTotal"].split()[0]) * 1024
+    assert live.cpu_count == len(os.sched_getaffinity(0))
+    shm = os.statvfs("/dev/shm")
+    assert live.shm_bytes == shm.f_blocks * shm.f_frsize
+    assert all(any(fnmatch(name, pattern) for pattern in commands.DPKG_PACKAGES) for name in live.packages)
+    if shutil.which("nvidia-smi") is None:
+        assert live.driver_state == recorded.driver_state == "no_gpu"
+        assert (live.gpu_query.status, live.smi.status, live.topology.status) == ("missing", "missing", "missing")
+    assert type(live.pci) is type(recorded.pci) and live.pci.status in ("ok", "empty", "missing")
+    assert live.docker.status == recorded.docker.status or shutil.which("docker") is not None
     assert live.modules.status == recorded.modules.status
-    assert live.secure_boot == recorded.secure_boot
+    assert live.secure_boot in ("enabled", "disabled", "unknown")
     assert live.disks["/opt/models/Qwen3-8B"].path == "/opt"
     assert live.disk_free("/opt/models/Qwen3-8B") is not None
