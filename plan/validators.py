@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 Validator = Callable[[Any], Any]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", re.IGNORECASE)
+_SIZE = re.compile(r"(\d+(?:\.\d+)?) ?([KMGT]?)i?B?", re.IGNORECASE)
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_HOST_PATH = re.compile(r"/[A-Za-z0-9._+@:=,~/-]*")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -92,8 +93,9 @@ def url(*schemes: str) -> Validator:
     shown = " or ".join(f"{s}://" for s in schemes).replace("http:// or https://", "http(s)://")
 
     def validate(value: Any) -> str:
-        if not isinstance(value, str) or not value or _CONTROL.search(value) or re.search(r"\s", value):
-            raise Invalid(f"{value!r} must be an {shown} URL without spaces or control characters")
+        if not isinstance(value, str) or not value.isascii() or _CONTROL.search(value) or re.search(r"\s", value):
+            raise Invalid(f"{value!r} must be an {shown} URL of ASCII characters without spaces or control "
+                          "characters (percent-encode the rest)")
         try:
             parts = urlsplit(value)
             parts.port  # noqa: B018 - raises ValueError for a bad port
@@ -106,9 +108,9 @@ def url(*schemes: str) -> Validator:
                 raise Invalid(f"{value!r} must be a file:// URL with an absolute path")
         elif not parts.hostname or not _is_host(parts.hostname):
             raise Invalid(f"{value!r} has no valid host name")
-        if any(c in value for c in "\"'`;$\\<>|{}^"):
-            raise Invalid(f"{value!r} contains a character no URL needs (quotes, ;, $, \\, <>, |, {{}}); "
-                          "percent-encode it")
+        if any(c in value for c in "\"'`;$\\<>|{}^#&") or re.search(r"%(?![0-9A-Fa-f]{2})", value):
+            raise Invalid(f"{value!r} contains a character a mirror URL does not need (quotes, ;, $, \\, <>, |, "
+                          "{}, #, &, or % not followed by two hex digits); percent-encode it")
         return value
     return validate
 
@@ -135,12 +137,12 @@ def address(value: Any) -> str:
 
 
 def host_path(value: Any) -> str:
-    """An absolute path on the host, without white space or control characters (it reaches unit files and shells)."""
+    """An absolute path on the host of portable characters: it reaches unit files, shells and rsync."""
     if not isinstance(value, str) or not value.startswith("/"):
         raise Invalid(f"{value!r} must be an absolute path on the host")
-    if re.search(r"[\s\x00-\x1f\x7f]", value) or any(c in value for c in "\"'`$\\%;"):
-        raise Invalid(f"{value!r} must be an absolute path without spaces, quotes, '$', '%', ';' or "
-                      "control characters")
+    if not _HOST_PATH.fullmatch(value):
+        raise Invalid(f"{value!r} must be an absolute path of ASCII letters, digits and ._+@:=,~/- (no spaces, "
+                      "quotes, '$', '%', ';' or control characters)")
     if "/../" in value + "/" or value.endswith("/.."):
         raise Invalid(f"{value!r} must not contain '..'")
     return value.rstrip("/") or "/"
