@@ -6,7 +6,9 @@ import os
 import secrets
 from pathlib import Path
 
+from plan.schema import BY_NAME
 from plan.settings import Settings
+from plan.validators import Invalid
 
 
 def key_file(settings: Settings) -> Path:
@@ -39,4 +41,8 @@ def resolve_api_key(settings: Settings) -> str | None:
     key = path.read_text().strip()
     if not key:
         raise ValueError(f"vllm_api_key_file: {path} is empty; delete it to have a key generated, or write one")
-    return key
+    try:
+        # A key written by hand is held to what vllm_api_key accepts: it lands in env and header files.
+        return BY_NAME["vllm_api_key"].check(key)
+    except Invalid as error:
+        raise ValueError(f"{path}: the key {error}") from None

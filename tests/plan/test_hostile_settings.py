@@ -173,3 +173,14 @@ def test_hostile_extra_args_and_env_values_are_inert_in_the_plan() -> None:
     assert arg in plan.argv, "taken as one argument"
     assert plan.env["MY_VAR"] == value
     assert env_file_line("MY_VAR", value, "systemd") == 'MY_VAR="a \\"b\\" \\$HOME \\`c\\` %h \\\\ ü"'
+
+
+def test_a_hand_written_key_file_is_held_to_the_key_pattern(tmp_path: Path) -> None:
+    from plan.keys import resolve_api_key
+
+    key_file = tmp_path / "vllm.key"
+    key_file.write_text("sk-" + "a" * 20 + "\nExecStartPre=/usr/bin/touch /tmp/pwned\n")
+    with pytest.raises(ValueError, match="16-256 characters"):
+        resolve_api_key(load_settings({"vllm_api_key_file": str(key_file)}))
+    key_file.write_text("sk-" + "a" * 20 + "\n")
+    assert resolve_api_key(load_settings({"vllm_api_key_file": str(key_file)})) == "sk-" + "a" * 20
