@@ -44,5 +44,7 @@ def resolve_api_key(settings: Settings) -> str | None:
     try:
         # A key written by hand is held to what vllm_api_key accepts: it lands in env and header files.
         return BY_NAME["vllm_api_key"].check(key)
-    except Invalid as error:
-        raise ValueError(f"{path}: the key {error}") from None
+    except Invalid:
+        # The message must not echo the key.
+        raise ValueError(f"{path}: the key in it must be one line of 16-256 characters of letters, digits and "
+                         "._~+/=- (it travels in an HTTP header)") from None

@@ -180,7 +180,8 @@ def test_a_hand_written_key_file_is_held_to_the_key_pattern(tmp_path: Path) -> N
 
     key_file = tmp_path / "vllm.key"
     key_file.write_text("sk-" + "a" * 20 + "\nExecStartPre=/usr/bin/touch /tmp/pwned\n")
-    with pytest.raises(ValueError, match="16-256 characters"):
+    with pytest.raises(ValueError, match="16-256 characters") as info:
         resolve_api_key(load_settings({"vllm_api_key_file": str(key_file)}))
+    assert "a" * 20 not in str(info.value), "the message must not show the key"
     key_file.write_text("sk-" + "a" * 20 + "\n")
     assert resolve_api_key(load_settings({"vllm_api_key_file": str(key_file)})) == "sk-" + "a" * 20
