@@ -8,12 +8,12 @@ and the same plan can be computed and tested with no host at all.
 from __future__ import annotations
 
 import json
-import shlex
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import sizing
+from plan import quoting
 from plan.preflight import preflight
 from plan.settings import Settings
 from sizing.catalog import CatalogError, find_gpu
@@ -111,8 +111,24 @@ class ServicePlan:
 
     @property
     def command_line(self) -> str:
-        """The ExecStart line, shell-quoted."""
-        return shlex.join(self.argv)
+        """The ExecStart line in systemd's own quoting (`%`, `$`, quotes escaped), so it runs exactly argv."""
+        return quoting.systemd_exec(self.argv)
+
+    @property
+    def shell_command_line(self) -> str:
+        """The same command for a POSIX shell (the standalone docker-run.sh): each word shell-quoted."""
+        return quoting.sh_join(self.argv)
+
+    @property
+    def shell_unit(self) -> str:
+        """The unit (and container) name as one shell word, for docker-run.sh's `docker rm -f`."""
+        return quoting.sh(self.unit)
+
+    @property
+    def env_file_lines(self) -> tuple[str, ...]:
+        """The env file's lines, for its one reader: docker's --env-file (docker runtime) or systemd's."""
+        reader = "docker" if self.runtime == "docker" else "systemd"
+        return tuple(quoting.env_file_line(name, value, reader) for name, value in sorted(self.env.items()))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
