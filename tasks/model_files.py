@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shlex
 import time
 from io import BytesIO
 from pathlib import Path
@@ -30,6 +29,7 @@ from pyinfra.operations import apt, files, pip, python, server
 
 from facts.parsers import parse_json_object
 from plan.host import HostPlan
+from plan.quoting import comment_text, sh, sh_join, systemd_environment, systemd_exec, systemd_value
 from plan.replan import plan_changes, replan_message
 from plan.service import ModelPlan, ServicePlan
 from plan.settings import Settings
@@ -88,13 +88,13 @@ def _model_files(plan: HostPlan, model: ModelPlan, index: int) -> list[Operation
     )
     manifest_file = os.path.join(model.host_dir, MANIFEST)
     files.put(name="Model manifest", src=BytesIO(manifest.encode()), dest=manifest_file, mode="644")
-    return [server.shell(
-        name="Verify model checksums",
-        commands=[
-            f"cd {model.host_dir} && rm -f {MARKER} && sha256sum --quiet --strict -c {MANIFEST} "
-            f"&& echo {digest} > {MARKER}"
-        ],
-    )]
+    return [server.shell(name="Verify model checksums", commands=[verify_command(model.host_dir, digest)])]
+
+
+def verify_command(model_dir: str, digest: str) -> str:
+    """Check the synced files against the manifest; only then write the marker. Root runs it: quoted."""
+    return (f"cd {sh(model_dir)} && rm -f {sh(MARKER)} && sha256sum --quiet --strict -c {sh(MANIFEST)} "
+            f"&& echo {sh(digest)} > {sh(MARKER)}")
 
 
 def download(plan: HostPlan, model: ModelPlan, index: int) -> list[OperationMeta]:
@@ -115,18 +115,15 @@ def download(plan: HostPlan, model: ModelPlan, index: int) -> list[OperationMeta
     package = "modelscope" if model.source == "modelscope" else "huggingface_hub"
     apt.packages(name="Python virtualenv support", packages=["python3-venv"], update=True, cache_time=86400)
     pip.packages(name=f"{package} CLI", packages=[package], virtualenv=hub_venv,
-                 extra_install_args=f"--index-url {plan.install.index_url}" if plan.install.index_url else None)
+                 extra_install_args=sh_join(["--index-url", plan.install.index_url]) if plan.install.index_url
+                 else None)
     files.put(name="Model completeness check", src=model_check.__file__, dest=checker, mode="644")
     files.template(
         name="Model download unit",
         src=str(TEMPLATES / "model-download.service.j2"),
         dest=f"/etc/systemd/system/{unit}.service",
         mode="644",
-        host_name=plan.host,
-        model=model,
-        command=systemd_escape(download_command(model, hub_venv)),
-        check_command=systemd_escape(check_command(model, hub_venv, checker)),
-        marker=MARKER,
+        **download_unit_values(plan.host, model, hub_venv, checker),
     )
     return [
         python.call(name=f"Download {model.name} from {model.source}", function=run_download, model=model,
@@ -136,12 +133,27 @@ def download(plan: HostPlan, model: ModelPlan, index: int) -> list[OperationMeta
     ]
 
 
-def systemd_escape(command: str) -> str:
-    """systemd expands %-specifiers in Exec lines; a literal % (a revision, a path) must be doubled."""
-    return command.replace("%", "%%")
+def download_unit_values(host_name: str, model: ModelPlan, hub_venv: str, checker: str) -> dict[str, str]:
+    """The download unit's values, each already quoted for systemd (the template pastes them as they are).
+
+    The unit runs as root: a space, quote, `%` or `$` in a path, revision or endpoint must stay
+    inside its one argument, and a line break must not start a directive of its own.
+    """
+    marker = f"{model.host_dir.rstrip('/')}/{MARKER}"
+    return {
+        "comment_host": comment_text(host_name),
+        "comment_model": comment_text(model.name),
+        "marker": MARKER,
+        "description": systemd_value(comment_text(f"Download {model.name} from {model.source}").rstrip("\\")),
+        "hf_endpoint_environment": systemd_environment("HF_ENDPOINT", model.hf_endpoint) if model.hf_endpoint else "",
+        "mkdir_command": systemd_exec(["/bin/mkdir", "-p", model.host_dir]),
+        "rm_marker_command": systemd_exec(["/bin/rm", "-f", marker]),
+        "command": systemd_exec(download_command(model, hub_venv)),
+        "check_command": systemd_exec(check_command(model, hub_venv, checker)),
+    }
 
 
-def download_command(model: ModelPlan, hub_venv: str) -> str:
+def download_command(model: ModelPlan, hub_venv: str) -> list[str]:
     """The hub CLI command line that fills the model directory."""
     if model.source == "modelscope":
         command = [f"{hub_venv}/bin/modelscope", "download", "--model", model.name, "--local_dir", model.host_dir]
@@ -149,10 +161,10 @@ def download_command(model: ModelPlan, hub_venv: str) -> str:
         command = [f"{hub_venv}/bin/hf", "download", model.name, "--local-dir", model.host_dir]
     if model.revision:
         command += ["--revision", model.revision]
-    return shlex.join(command)
+    return command
 
 
-def check_command(model: ModelPlan, hub_venv: str, checker: str) -> str:
+def check_command(model: ModelPlan, hub_venv: str, checker: str) -> list[str]:
     """The completeness check, run by the hub venv's python (it has the hub's client library)."""
     command = [f"{hub_venv}/bin/python", checker, "--source", model.source, "--model", model.name,
                "--dir", model.host_dir]
@@ -160,12 +172,12 @@ def check_command(model: ModelPlan, hub_venv: str, checker: str) -> str:
         command += ["--revision", model.revision]
     if model.source != "modelscope" and model.hf_endpoint:
         command += ["--endpoint", model.hf_endpoint]
-    return shlex.join(command)
+    return command
 
 
 def downloaded_config_command(model_dir: str) -> str:
     """Read config.json after the download; unlike the ModelConfig fact, a missing file is an error."""
-    return f"cat -- {shlex.quote(model_dir.rstrip('/') + '/config.json')}"
+    return f"cat -- {sh(model_dir.rstrip('/') + '/config.json')}"
 
 
 def _serving(plan: HostPlan, model: ModelPlan) -> list[tuple[ServicePlan, Settings, Any]]:
@@ -202,13 +214,13 @@ def run_download(model: ModelPlan, unit: str) -> None:
     The journal ends with the completeness check's report, which names every missing or
     short file, so the failure says what is wrong without a login to the host.
     """
-    host.run_shell_command(f"systemctl daemon-reload && systemctl start --no-block {unit}")
+    host.run_shell_command(f"systemctl daemon-reload && systemctl start --no-block {sh(unit)}")
     start = last_time = time.monotonic()
     last_bytes = 0.0
     while True:
         gevent.sleep(5)
         _, out = host.run_shell_command(
-            f"systemctl show -p ActiveState,Result {unit}; du -sb {model.host_dir} 2>/dev/null | cut -f1")
+            f"systemctl show -p ActiveState,Result {sh(unit)}; du -sb {sh(model.host_dir)} 2>/dev/null | cut -f1")
         lines = out.stdout_lines
         state = dict(line.split("=", 1) for line in lines if "=" in line)
         size = float(next((line for line in lines if line.isdigit()), 0))
@@ -221,7 +233,7 @@ def run_download(model: ModelPlan, unit: str) -> None:
             raise OperationError(f"cannot read the state of {unit} (systemctl show printed {lines!r})")
         if state.get("ActiveState") in ("inactive", "failed"):
             if state.get("Result") != "success":
-                _, journal = host.run_shell_command(f"journalctl -u {unit} -n 40 --no-pager -o cat")
+                _, journal = host.run_shell_command(f"journalctl -u {sh(unit)} -n 40 --no-pager -o cat")
                 raise OperationError(f"model download failed ({state.get('Result')}):\n"
                                      + "\n".join(journal.stdout_lines))
             return
