@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from plan.quoting import config_word
+
 MANAGED_FILE = "/etc/apt/sources.list.d/vllm-deploy-mirror.sources"
 BACKUP_DIR = "/etc/apt/vllm-deploy-backup"
 # The distribution's own source files: one-line sources.list (Ubuntu 22.04, Debian 12) and the
@@ -71,8 +73,11 @@ def watched_paths(os_id: str) -> tuple[str, ...]:
 
 
 def render_sources(os_id: str, codename: str, mirror: str) -> str:
-    """deb822 sources of the release, updates and security suites from the mirror."""
-    base = mirror.rstrip("/")
+    """deb822 sources of the release, updates and security suites from the mirror.
+
+    deb822 has no quoting: the mirror must be one word, or it would add URIs or fields.
+    """
+    base = config_word(mirror, "apt_mirror").rstrip("/")
     keyring = _KEYRINGS[os_id]
     head = "# Written by vllm-deploy (mirror_preset); the host's own sources are in " + BACKUP_DIR + "/.\n"
     if os_id == "ubuntu":

@@ -8,14 +8,15 @@ and every step is decided from the host's state so that a second run changes not
 
 from __future__ import annotations
 
+import json
 import re
-import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from facts.parsers import normalize_dist
 from plan.docker_engine import PREREQUISITES, missing_packages
+from plan.quoting import config_word, sh, sh_join
 
 HUB_PACKAGE = "modelscope"
 
@@ -65,23 +66,38 @@ def pip_conf_path(env: str) -> str:
     return f"{env}/pip.conf"
 
 
+_YAML_PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@+~=-]*(?<!:)\Z")
+
+
+def _yaml_scalar(value: str) -> str:
+    """A YAML string: bare when plain (names, URLs: what conda itself writes), else JSON-quoted."""
+    return value if _YAML_PLAIN.match(value) else json.dumps(value)
+
+
 def render_condarc(channels: Iterable[str] | None, default_channels: Iterable[str] | None) -> str:
-    """.condarc as `conda config --add channels` leaves it (highest priority first), plus default_channels."""
+    """.condarc as `conda config --add channels` leaves it (highest priority first), plus default_channels.
+
+    A channel that is not a plain YAML word is written as a JSON string (which YAML reads as
+    the same string), so `#`, `: ` or a line break in it cannot add keys or items.
+    """
     lines = ["# Written by vllm-deploy from the mirror preset."]
     if channels:
         lines.append("channels:")
-        lines += [f"  - {channel}" for channel in channels]
+        lines += [f"  - {_yaml_scalar(channel)}" for channel in channels]
     if default_channels:
         lines.append("default_channels:")
-        lines += [f"  - {channel}" for channel in default_channels]
+        lines += [f"  - {_yaml_scalar(channel)}" for channel in default_channels]
     return "\n".join(lines) + "\n"
 
 
 def render_pip_conf(index_url: str | None) -> str | None:
-    """What `pip config set global.index-url URL` writes; None leaves pip's own default."""
+    """What `pip config set global.index-url URL` writes; None leaves pip's own default.
+
+    pip.conf is an ini file without quoting: the URL must be one word on its one line.
+    """
     if not index_url:
         return None
-    return f"[global]\nindex-url = {index_url}\n"
+    return f"[global]\nindex-url = {config_word(index_url, 'pip_index_url')}\n"
 
 
 _REQ_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:==\s*([^\s,;]+))?")
@@ -154,25 +170,31 @@ def installer_command(plan: CondaPlan) -> str:
     lives in a temporary directory that is removed whatever happens.
     """
     name = plan.installer_url.rsplit("/", 1)[-1]
+    path = f'"$d"/{sh(name)}'  # the temporary directory expands, the installer's name stays literal
+    refused = f"{name}: SHA-256 differs from conda_installer_sha256 {plan.installer_sha256}; not installing"
     return (
         "set -eu; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; "
-        f"curl -fsSL --retry 3 -o \"$d/{name}\" {shlex.quote(plan.installer_url)}; "
-        f"echo \"{plan.installer_sha256}  $d/{name}\" | sha256sum -c --quiet - || "
-        f"{{ echo \"{name}: SHA-256 differs from conda_installer_sha256 {plan.installer_sha256}; "
-        "not installing\" >&2; exit 1; }; "
-        f"bash \"$d/{name}\" -b -p {shlex.quote(plan.prefix)}"
+        f"curl -fsSL --retry 3 -o {path} {sh(plan.installer_url)}; "
+        f"printf '%s  %s\\n' {sh(plan.installer_sha256)} {path} | sha256sum -c --quiet - || "
+        f"{{ echo {sh(refused)} >&2; exit 1; }}; "
+        f"bash {path} -b -p {sh(plan.prefix)}"
     )
 
 
 def create_env_command(plan: CondaPlan) -> str:
     """A fresh environment with the pinned Python and pip, from the .condarc channels."""
-    remove = f"rm -rf {shlex.quote(plan.env)} && " if plan.recreate_env else ""
-    return (f"{remove}{shlex.quote(plan.prefix)}/bin/conda create -y -q -p {shlex.quote(plan.env)} "
-            f"python={plan.python} pip")
+    remove = f"rm -rf {sh(plan.env)} && " if plan.recreate_env else ""
+    return (f"{remove}{sh(plan.prefix + '/bin/conda')} create -y -q -p {sh(plan.env)} "
+            f"{sh('python=' + plan.python)} pip")
 
 
 def pip_command(plan: CondaPlan, extra_args: str) -> str:
     """`pip install` into the environment (index from pip.conf, or the wheelhouse / preset arguments)."""
     args = f" {extra_args}" if extra_args else ""
-    return (f"{shlex.quote(plan.env)}/bin/python -m pip install --disable-pip-version-check{args} "
-            + " ".join(shlex.quote(req) for req in plan.pip_install))
+    return (f"{sh(plan.env + '/bin/python')} -m pip install --disable-pip-version-check{args} "
+            + sh_join(plan.pip_install))
+
+
+def pip_remove_command(plan: CondaPlan) -> str:
+    """`pip uninstall` of the packages that break this build, each name quoted for the root shell."""
+    return f"{sh(plan.env + '/bin/python')} -m pip uninstall -y {sh_join(plan.pip_remove)}"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from plan.apt_mirror import distribution
+from plan.quoting import config_word, sh
 
 KEYRINGS_DIR = "/etc/apt/keyrings"
 DOCKER_KEY = f"{KEYRINGS_DIR}/docker.asc"
@@ -68,8 +69,11 @@ class DockerEnginePlan:
 
 
 def docker_repo(base: str, os_id: str) -> str:
-    """Docker's repository layout: <base>/ubuntu or <base>/debian, with the key at /gpg."""
-    return f"{base.rstrip('/')}/{os_id}"
+    """Docker's repository layout: <base>/ubuntu or <base>/debian, with the key at /gpg.
+
+    The base lands in apt source files, which have no quoting: it must be one word.
+    """
+    return f"{config_word(base, 'docker_ce_repo').rstrip('/')}/{os_id}"
 
 
 def render_docker_sources(base: str, os_id: str, codename: str) -> str:
@@ -85,7 +89,8 @@ def render_docker_sources(base: str, os_id: str, codename: str) -> str:
 
 def render_nvidia_list(base: str) -> str:
     """NVIDIA's published one-line source (apt expands $(ARCH)), signed by our keyring."""
-    return f"deb [signed-by={NVIDIA_KEY}] {base.rstrip('/')}/stable/deb/$(ARCH) /\n"
+    base = config_word(base, "nvidia_container_repo").rstrip("/")
+    return f"deb [signed-by={NVIDIA_KEY}] {base}/stable/deb/$(ARCH) /\n"
 
 
 def _installed(packages: Mapping[str, Any], name: str) -> bool:
@@ -169,6 +174,10 @@ def plan_docker_engine(*, docker_ce_repo: str | None, nvidia_container_repo: str
 
 
 def key_command(key: KeyDownload) -> str:
-    """Download an (ASCII-armoured) apt key atomically: a failed download leaves no half key behind."""
-    return (f"install -d -m 0755 {KEYRINGS_DIR} && curl -fsSL --retry 3 -o {key.path}.part {key.url} && "
-            f"chmod 0644 {key.path}.part && mv {key.path}.part {key.path}")
+    """Download an (ASCII-armoured) apt key atomically: a failed download leaves no half key behind.
+
+    Root runs it and the URL comes from a setting: every word is shell-quoted.
+    """
+    part = sh(f"{key.path}.part")
+    return (f"install -d -m 0755 {sh(KEYRINGS_DIR)} && curl -fsSL --retry 3 -o {part} {sh(key.url)} && "
+            f"chmod 0644 {part} && mv {part} {sh(key.path)}")

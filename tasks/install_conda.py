@@ -13,7 +13,7 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, files, server
 
-from plan.conda import CondaPlan, create_env_command, installer_command, pip_command
+from plan.conda import CondaPlan, create_env_command, installer_command, pip_command, pip_remove_command
 from plan.host import HostPlan
 from tasks.install_venv import pip_install_args
 
@@ -53,7 +53,7 @@ def _conda_ops(plan: HostPlan, conda: CondaPlan) -> list[OperationMeta]:
     if conda.pip_remove:
         changes.append(server.shell(
             name="Remove packages that break this build",
-            commands=[f"{conda.env}/bin/python -m pip uninstall -y {' '.join(conda.pip_remove)}"]))
+            commands=[pip_remove_command(conda)]))
     return changes
 
 

@@ -6,15 +6,19 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, files, pip, server
 
+from plan.quoting import sh_join
 from plan.service import ServicePlan
 
 
 def pip_install_args(plan: ServicePlan) -> str:
-    """Offline wheelhouse beats a mirror preset; neither keeps pip's own default index."""
+    """Offline wheelhouse beats a mirror preset; neither keeps pip's own default index.
+
+    Shell-quoted: pyinfra pastes extra_install_args into the root command line as they are.
+    """
     if plan.install.wheelhouse_remote:
-        return f"--no-index --find-links {plan.install.wheelhouse_remote}"
+        return sh_join(["--no-index", "--find-links", plan.install.wheelhouse_remote])
     if plan.install.index_url:
-        return f"--index-url {plan.install.index_url}"
+        return sh_join(["--index-url", plan.install.index_url])
     return ""
 
 

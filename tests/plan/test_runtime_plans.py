@@ -186,7 +186,7 @@ def test_upstream_removes_a_stale_pip_conf_and_uses_conda_forge() -> None:
 def test_installer_is_refused_unless_its_checksum_matches() -> None:
     command = cd.installer_command(_conda(CondaState(), files={}))
     assert "sha256sum -c" in command and "exit 1" in command and command.startswith("set -eu;")
-    assert command.index("sha256sum -c") < command.index("bash \"$d/Miniconda3-py312_24.4.0-0-Linux-x86_64.sh\" -b -p")
+    assert command.index("sha256sum -c") < command.index("bash \"$d\"/Miniconda3-py312_24.4.0-0-Linux-x86_64.sh -b -p")
 
 
 @pytest.mark.parametrize(("requirement", "installed", "expected"), [
