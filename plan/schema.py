@@ -33,6 +33,7 @@ from plan.validators import (
     line,
     optional,
     pattern,
+    secret,
     size,
     strings,
     url,
@@ -207,9 +208,9 @@ SETTINGS: tuple[Setting, ...] = tuple(
                                                   "and nginx upstreams)"),
          "hosts with the same name share one API key and one gateway"),
         ("vllm_require_api_key", True, flag, "clients must send `Authorization: Bearer <key>`"),
-        ("vllm_api_key", None, optional(pattern(r"[A-Za-z0-9._~+/=-]{16,256}",
-                                                "16-256 characters of letters, digits and ._~+/=- (it travels in "
-                                                "an HTTP header); leave it None to have one generated")),
+        ("vllm_api_key", None, optional(secret(pattern(r"[A-Za-z0-9._~+/=-]{16,256}", "a key"),
+                                               "16-256 characters of letters, digits and ._~+/=- (it travels in "
+                                               "an HTTP header); leave it None to have one generated")),
          "the key; `None` = read `vllm_api_key_file`, generated there on the first deploy"),
         ("vllm_api_key_file", None, optional(absolute_controller_path),
          "the key on the controller (0600, outside the repository)",

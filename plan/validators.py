@@ -35,6 +35,16 @@ def optional(check: Validator) -> Validator:
     return validate
 
 
+def secret(check: Validator, expected: str) -> Validator:
+    """`check` whose refusal never shows the value (an API key must not reach the run's output)."""
+    def validate(value: Any) -> Any:
+        try:
+            return check(value)
+        except Invalid:
+            raise Invalid(f"(value not shown) must be {expected}") from None
+    return validate
+
+
 def flag(value: Any) -> bool:
     if not isinstance(value, bool):
         raise Invalid(f"{value!r} must be True or False")

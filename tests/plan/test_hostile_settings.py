@@ -185,3 +185,11 @@ def test_a_hand_written_key_file_is_held_to_the_key_pattern(tmp_path: Path) -> N
     assert "a" * 20 not in str(info.value), "the message must not show the key"
     key_file.write_text("sk-" + "a" * 20 + "\n")
     assert resolve_api_key(load_settings({"vllm_api_key_file": str(key_file)})) == "sk-" + "a" * 20
+
+
+def test_a_refused_key_is_not_shown() -> None:
+    key = "sk-secret-" + "x" * 10 + "\n"
+    with pytest.raises(SettingsError) as info:
+        load_settings({"vllm_api_key": key})
+    assert "16-256 characters" in dict(info.value.problems)["vllm_api_key"]
+    assert "sk-secret" not in str(info.value)
