@@ -2,7 +2,8 @@
 
 Files are rendered into a staging directory first and installed by a script that
 runs `nginx -t` before the reload, so a bad configuration never reaches the
-running nginx. The key map is uploaded from memory (0600), never on a command line.
+running nginx. The key map is written by `secret_file` (0600; never on a command line, in /tmp or
+in pyinfra's output).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import re
 import shlex
 import time
-from io import StringIO
 from pathlib import Path
 
 import gevent
@@ -26,6 +26,7 @@ from pyinfra.operations import apt, files, python, server, systemd
 
 from plan.gateway import GatewayPlan
 from plan.host import HostPlan
+from tasks.secret_files import secret_file
 from tasks.verify import curl
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "gateway"
@@ -70,9 +71,8 @@ def gateway(plan: HostPlan, restarts: list[OperationMeta] | None = None) -> None
     key = plan.api_key if g.require_api_key else "-"
     keys = (TEMPLATES / "keys.conf.j2").read_text()  # rendered here: the key goes up as file content only
     pattern = re.sub(r"([^A-Za-z0-9_])", r"\\\1", key or "")  # every other character taken literally
-    changes.append(files.put(name="Gateway API key map (0600)",
-                             src=StringIO(Template(keys).render(g=g, key_pattern=pattern)),
-                             dest=f"{g.staging}/keys.conf", mode="600"))
+    changes.append(secret_file(name="Gateway API key map (0600)", dest=f"{g.staging}/keys.conf",
+                               content=Template(keys).render(g=g, key_pattern=pattern)))
     if g.routes_by_model:
         routes = {u.model: f"@{u.name}" for u in g.upstreams}
         lists = [f"/_vllm_models/{u.name}" for u in g.upstreams]

@@ -8,7 +8,6 @@ host while its other instances (and the gateway in front of them) keep serving.
 from __future__ import annotations
 
 from collections.abc import Callable
-from io import StringIO
 from pathlib import Path
 
 from pyinfra import host
@@ -19,6 +18,7 @@ from pyinfra.operations import files, python, server, systemd
 
 from plan.host import HostPlan
 from plan.service import ServicePlan
+from tasks.secret_files import secret_file
 from tasks.verify import restart_and_verify
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -27,17 +27,17 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 def api_key_files(plan: HostPlan) -> list[OperationMeta]:
     """The key for vLLM (env file) and for checks on the host (curl header file), both 0600 root.
 
-    Uploaded from memory: the key never appears in a command line or in pyinfra's output.
+    Written by `secret_file`: never on a command line, in /tmp or in pyinfra's output (--diff,
+    -vvv, --debug). Returns only the env file's operation, the one whose change must restart the
+    instances: the header file is read by the checks alone, so rewriting it restarts nothing.
     """
     if not plan.api_key or not plan.key_env_file or not plan.key_header_file:
         return []
-    return [
-        files.put(name="API key for vLLM (0600)", src=StringIO(f"VLLM_API_KEY={plan.api_key}\n"),
-                  dest=plan.key_env_file, user="root", group="root", mode="600"),
-        files.put(name="API key header for checks on the host (0600)",
-                  src=StringIO(f"Authorization: Bearer {plan.api_key}\n"),
-                  dest=plan.key_header_file, user="root", group="root", mode="600"),
-    ]
+    env = secret_file(name="API key for vLLM (0600)", dest=plan.key_env_file,
+                      content=f"VLLM_API_KEY={plan.api_key}\n")
+    secret_file(name="API key header for checks on the host (0600)", dest=plan.key_header_file,
+                content=f"Authorization: Bearer {plan.api_key}\n")
+    return [env]
 
 
 def _changed(ops: list[OperationMeta]) -> Callable[[], bool]:

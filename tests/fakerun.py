@@ -3,9 +3,10 @@
 Usage: python tests/fakerun.py OUTDIR pyinfra-args...
 
 pyinfra's fake connector answers commands from recorded outputs but discards
-uploads; this wrapper keeps every uploaded file under OUTDIR/<host>/<remote path>
-and every command under OUTDIR/<host>/commands.txt, so whole-deploy tests can
-assert the rendered files and the operations of a real pyinfra run.
+uploads; this wrapper keeps every uploaded file (and every secret file written
+from stdin by tasks.secret_files) under OUTDIR/<host>/<remote path> and every
+command under OUTDIR/<host>/commands.txt, so whole-deploy tests can assert the
+rendered files and the operations of a real pyinfra run.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ _run = FakeConnector.run_shell_command
 
 def run_shell_command(self, command, *args, **kwargs):
     text = command if isinstance(command, str) else command.get_masked_value()
+    secret_dest = getattr(command, "secret_dest", None)  # tasks.secret_files: the content comes on stdin
+    if secret_dest and kwargs.get("_stdin") is not None:
+        target = _host_dir(self) / "files" / secret_dest.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(kwargs["_stdin"])
     with open(_host_dir(self) / "commands.txt", "a", encoding="utf-8") as handle:
         handle.write(text.replace("\n", "\\n") + "\n")
     return _run(self, command, *args, **kwargs)
