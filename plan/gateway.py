@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from plan.service import PlanError
 from plan.settings import InstanceSettings, Settings
 
 STAGING_DIR = "/etc/vllm/gateway"
@@ -105,13 +106,37 @@ class GatewayPlan:
         return "\n".join(lines)
 
 
+def refuse_plain_backends(host: str, members: Iterable[tuple[str, Settings, tuple[InstanceSettings, ...]]]
+                          ) -> None:
+    """Refuse, before any change, a gateway that would reach another host's instances over plain HTTP.
+
+    The gateway forwards each client's `Authorization: Bearer <key>` to the instance; over plain HTTP
+    that puts the deployment's key on the network in clear. Only the other host's own
+    `vllm_backend_tls = False`, an operator's written opt-out for a trusted network, allows it.
+    """
+    refused = []
+    for name, member, instances in members:
+        if name != host and instances and member.vllm_backend_tls:
+            refused.append(f"{name} ({', '.join(f'{i.name}:{i.settings.vllm_port}' for i in instances)})")
+    if refused:
+        raise PlanError(
+            f"vllm_backend_tls: the gateway on {host} would reach the instances of {'; '.join(refused)} over "
+            "plain HTTP, which carries the deployment's bearer key across the network in clear. The gateway "
+            "does not speak TLS to instances on other hosts; on a network you trust, set "
+            "`vllm_backend_tls = False` for each of those hosts (its host data or group_data) to accept that, "
+            "or give those hosts their own deployment (vllm_deployment) and gateway, which reaches them on loopback.")
+
+
 def build_gateway_plan(settings: Settings, host: str,
                        members: Iterable[tuple[str, Settings, tuple[InstanceSettings, ...]]]) -> GatewayPlan:
     """The gateway of `host` over `members`: (inventory name, host settings, instances) of each deployment host.
 
     Instances on the gateway's own host are reached on loopback (they listen there only);
-    the others at their vllm_advertise_address, or their inventory name.
+    the others at their vllm_advertise_address, or their inventory name, and only when their
+    host accepts plain HTTP in writing (`refuse_plain_backends`).
     """
+    members = list(members)
+    refuse_plain_backends(host, members)
     by_model: dict[str, list[Backend]] = {}
     for name, member, instances in members:
         address = LOOPBACK if name == host else (member.vllm_advertise_address or name)

@@ -18,8 +18,9 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "gateway"
 def _plan(models: int):
     gw = {"model": "tiny", "vllm_gateway": True, "vllm_instances": [{"name": "a", "port": 8001},
                                                                      {"name": "b", "port": 8002}]}
-    other = {"model": "tiny", "vllm_instances": [{"name": "c", "port": 8001}]
-             + ([{"name": "d", "port": 8003, "vllm_served_model_name": "tiny-chat"}] if models > 1 else [])}
+    # The other host accepts plain HTTP from the gateway in writing (the plan refuses it otherwise).
+    other = {"model": "tiny", "vllm_backend_tls": False, "vllm_instances": [{"name": "c", "port": 8001}]
+             + ([{"name": "d", "port": 8003, "served_model_name": "tiny-chat"}] if models > 1 else [])}
     members = [(n, load_instances(d)[0].settings, load_instances(d)) for n, d in (("gw", gw), ("10.0.0.2", other))]
     return build_gateway_plan(members[0][1], "gw", members)
 
