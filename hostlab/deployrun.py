@@ -62,9 +62,9 @@ class RunResult:
         raise AssertionError(f"no results table in pyinfra output:\n{self.output[-3000:]}")
 
 
-def lab_host(host: Any, **overrides: Any) -> tuple[str, dict[str, Any]]:
-    """The inventory entry of a lab host: its SSH data plus lab_settings(**overrides)."""
-    return host.ip, {**host.pyinfra_data(), **lab_settings(**overrides)}
+def lab_host(host: Any, sudo_user: bool = False, **overrides: Any) -> tuple[str, dict[str, Any]]:
+    """The inventory entry of a lab host: its SSH data (root, or the sudo user) plus lab_settings(**overrides)."""
+    return host.ip, {**host.pyinfra_data(sudo_user=sudo_user), **lab_settings(**overrides)}
 
 
 @contextmanager

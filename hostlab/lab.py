@@ -45,6 +45,10 @@ SUBNET_BASE = "10.213.0.0/16"  # rarely used; every candidate /24 is still check
 NSPAWN_REBOOT_EXIT = 133
 PIP_PATH_KEYS = ("find-links", "extra-index-url", "index-url", "constraint", "requirement")
 HOST_INDEX_OFFSET = 10  # host n gets .10+n; .1 is the bridge
+# A non-root login with passwordless sudo, as providers hand out: deploys through it take pyinfra's
+# `_sudo` paths (uploads staged as that user, commands wrapped in sudo), which root logins never do.
+SUDO_USER = "deployer"
+SUDO_UID = 1500
 
 
 class LabError(RuntimeError):
@@ -209,14 +213,17 @@ class TestHost:
                            f"stdout: {proc.stdout[-3000:]}\nstderr: {proc.stderr[-3000:]}")
         return proc
 
-    def pyinfra_data(self) -> dict[str, Any]:
-        """Host data for a pyinfra inventory entry named by `self.ip`."""
-        return {
-            "ssh_user": "root",
+    def pyinfra_data(self, sudo_user: bool = False) -> dict[str, Any]:
+        """Host data for a pyinfra inventory entry named by `self.ip`: root, or the sudo user with `_sudo`."""
+        data: dict[str, Any] = {
+            "ssh_user": SUDO_USER if sudo_user else "root",
             "ssh_key": str(self.ssh_key),
             "ssh_known_hosts_file": "/dev/null",
             "ssh_strict_host_key_checking": "no",
         }
+        if sudo_user:
+            data["_sudo"] = True
+        return data
 
     def testinfra(self) -> Any:
         import testinfra
@@ -626,6 +633,7 @@ class Lab:
         ssh_dir = root / "root/.ssh"
         ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         write("root/.ssh/authorized_keys", Path(f"{self.ssh_key}.pub").read_text(), 0o600)
+        self._add_sudo_user(root)
 
         # apt: the controller's sources (and their keyrings) and options, through the proxy.
         own_sources = rootfs.APT_SOURCES_DIR
@@ -679,6 +687,29 @@ class Lab:
         write("etc/sudoers.d/50-hostlab-proxy", f'Defaults env_keep += "{keep}"\n', 0o440)
         write("etc/systemd/system.conf.d/50-hostlab-proxy.conf",
               "[Manager]\nDefaultEnvironment=" + " ".join(f'"{k}={v}"' for k, v in env.items()) + "\n")
+
+    def _add_sudo_user(self, root: Path) -> None:
+        """SUDO_USER: the lab key, a home, passwordless sudo (written into the guest's files before boot)."""
+        name, uid = SUDO_USER, SUDO_UID
+        for rel, line in (("etc/passwd", f"{name}:x:{uid}:{uid}:vllm-deploy lab operator:/home/{name}:/bin/bash"),
+                          ("etc/shadow", f"{name}:*:19000:0:99999:7:::"),  # no password; key login only
+                          ("etc/group", f"{name}:x:{uid}:"),
+                          ("etc/gshadow", f"{name}:!::")):
+            path = root / rel
+            if path.exists() and not any(x.startswith(f"{name}:") for x in path.read_text().splitlines()):
+                with open(path, "a") as handle:  # appending keeps the file's mode (shadow stays 0640)
+                    handle.write(line + "\n")
+        ssh_dir = root / "home" / name / ".ssh"
+        ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        keys = ssh_dir / "authorized_keys"
+        keys.write_text(Path(f"{self.ssh_key}.pub").read_text())
+        keys.chmod(0o600)
+        for path in (ssh_dir.parent, ssh_dir, keys):
+            os.chown(path, uid, uid)
+        ssh_dir.parent.chmod(0o700)
+        sudoers = root / "etc/sudoers.d/60-hostlab-sudo-user"
+        sudoers.write_text(f"{name} ALL=(ALL:ALL) NOPASSWD: ALL\n")
+        sudoers.chmod(0o440)
 
     def _pip_local_files(self) -> list[Path]:
         """Files (constraints, requirements) the pip config points at; directories are bound instead."""
@@ -812,9 +843,9 @@ def _wait_gone(pidfile: Path, timeout: float = 10) -> None:
         time.sleep(0.05)
 
 
-def write_inventory(hosts: list[TestHost], path: Path) -> Path:
-    """A pyinfra inventory file (python) listing `hosts` by IP with their SSH data."""
-    entries = ",\n".join(f"    ({h.ip!r}, {h.pyinfra_data()!r})" for h in hosts)
+def write_inventory(hosts: list[TestHost], path: Path, sudo_user: bool = False) -> Path:
+    """A pyinfra inventory file (python) listing `hosts` by IP with their SSH data (root, or the sudo user)."""
+    entries = ",\n".join(f"    ({h.ip!r}, {h.pyinfra_data(sudo_user)!r})" for h in hosts)
     path.write_text(f"hosts = [\n{entries},\n]\n")
     return path
 

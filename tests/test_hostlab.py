@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hostlab import Lab, TestHost, clean_stale, controller_state, write_inventory
-from hostlab.lab import _global_lock
+from hostlab.lab import SUDO_USER, _global_lock
 
 pytestmark = pytest.mark.hosts
 
@@ -121,6 +121,14 @@ def test_pyinfra_runs_against_a_host(two_hosts: tuple[TestHost, TestHost], tmp_p
     _pyinfra(inventory, "server.shell", "hostname > /root/pyinfra-was-here")
     for host in two_hosts:
         assert host.run("cat /root/pyinfra-was-here").stdout.strip() == host.name
+
+
+def test_pyinfra_runs_through_the_sudo_user(two_hosts: tuple[TestHost, TestHost], tmp_path: Path) -> None:
+    host = two_hosts[0]
+    inventory = write_inventory([host], tmp_path / "inventory.py", sudo_user=True)
+    _pyinfra(inventory, "server.shell", "{ id -un; echo $SUDO_USER; } > /root/sudo-was-here")
+    assert host.run("cat /root/sudo-was-here").stdout.split() == ["root", SUDO_USER]
+    assert host.run(f"stat -c %U /home/{SUDO_USER}/.ssh/authorized_keys").stdout.strip() == SUDO_USER
 
 
 def test_pyinfra_reboot_and_host_comes_back(fresh_host, tmp_path: Path) -> None:
