@@ -42,11 +42,14 @@ def _subject_alt_names(g: GatewayPlan) -> str:
 
 
 def _certificate(g: GatewayPlan) -> list[OperationMeta]:
-    """The user's certificate, or a self-signed one made once on the gateway (kept across runs)."""
+    """The user's certificate, or a self-signed one made once on the gateway (kept across runs).
+
+    The private key is a secret like the API key: `secret_file`, so --diff and sudo's /tmp never see it.
+    """
     if g.cert_source and g.key_source:
         return [
             files.put(name="Gateway TLS certificate", src=g.cert_source, dest=g.cert_path, mode="644"),
-            files.put(name="Gateway TLS key (0600)", src=g.key_source, dest=g.key_path, mode="600"),
+            secret_file(name="Gateway TLS key (0600)", dest=g.key_path, content=Path(g.key_source).read_text()),
         ]
     if host.get_fact(File, path=g.cert_path) and host.get_fact(File, path=g.key_path):
         return []

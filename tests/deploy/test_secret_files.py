@@ -27,3 +27,24 @@ def test_key_files_are_written_without_the_key_in_diff_verbose_or_debug_output(t
     assert key not in (out / "commands.txt").read_text()
     assert (out / "files/etc/vllm/api-key.env").read_text() == f"VLLM_API_KEY={key}\n"
     assert (out / "files/etc/vllm/api-key.header").read_text() == f"Authorization: Bearer {key}\n"
+
+
+def test_the_gateways_tls_key_from_the_controller_is_a_secret_file_too(tmp_path: Path) -> None:
+    cert, tls_key = tmp_path / "gw.crt", tmp_path / "gw.key"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nnot-checked-here\n-----END CERTIFICATE-----\n")
+    tls_key.write_text("-----BEGIN PRIVATE KEY-----\nprivate-key-material-0123456789\n-----END PRIVATE KEY-----\n")
+    data = {**DATA, "vllm_gateway": True, "vllm_gateway_tls_cert": str(cert), "vllm_gateway_tls_key": str(tls_key)}
+    plan = host_plan_for("h100-x1-ubuntu2404", data)
+    served = serving_responses(plan.first)
+    models = served[f"127.0.0.1:{plan.first.port}/v1/models"]
+    # The gateway's own checks: without the key 401 (matched first), with it the instance's answers.
+    data["fake_responses"] = {"http_code}' --cacert": "401", "@fake/gpu:443/v1/models": models,
+                              "@fake/gpu:443/v1/completions": served[f"127.0.0.1:{plan.first.port}/v1/completions"],
+                              **served}
+    proc, out = run_fake_deploy(tmp_path, "h100-x1-ubuntu2404", data, None, "converged", "--diff", "-vvv")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert "private-key-material" not in output
+    assert (out / "files/etc/vllm/gateway/vllm/tls.key").read_text() == tls_key.read_text()
+    assert "Will create /etc/vllm/gateway/vllm/tls.key (secret: content not shown)" in output, output[-3000:]
+    assert "not-checked-here" in output, "the certificate is no secret: --diff shows it"
