@@ -115,6 +115,12 @@ class ServicePlan:
         return quoting.systemd_exec(self.argv)
 
     @property
+    def description(self) -> str:
+        """Description= of the unit: a line break in the served name would end it, a `%` be a specifier."""
+        text = quoting.comment_text(f"vLLM OpenAI-compatible server ({self.served_name})")
+        return quoting.systemd_value(text)
+
+    @property
     def shell_command_line(self) -> str:
         """The same command for a POSIX shell (the standalone docker-run.sh): each word shell-quoted."""
         return quoting.sh_join(self.argv)
