@@ -17,6 +17,7 @@ from pyinfra.api.exceptions import OperationError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
+from plan.quoting import sh
 from plan.service import ServicePlan
 
 POLL_SECONDS = 2.0
@@ -30,30 +31,32 @@ def _run(command: str) -> tuple[bool, str]:
 
 def _unit_state(unit: str) -> dict[str, str]:
     """systemd's view of the unit, with Jobs = how many start/stop/restart jobs are still queued for it."""
-    _, text = _run(f"systemctl show -p ActiveState,SubState,NRestarts,Result {unit}.service; "
-                   f"echo Jobs=$(systemctl list-jobs --no-legend {unit}.service 2>/dev/null | wc -l)")
+    service = sh(f"{unit}.service")
+    _, text = _run(f"systemctl show -p ActiveState,SubState,NRestarts,Result {service}; "
+                   f"echo Jobs=$(systemctl list-jobs --no-legend {service} 2>/dev/null | wc -l)")
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
 def curl(url: str, payload: dict | None = None, header_file: str | None = None, extra: str = "") -> tuple[str, str]:
     """(status code, body) of a request made with curl on the host.
 
-    The API key is read by curl from a 0600 header file, so it is in no command line.
+    The API key is read by curl from a 0600 header file, so it is in no command line. The URL
+    and the file are quoted for the root shell; `extra` must come already quoted.
     """
     data = f" -H 'Content-Type: application/json' --data {shlex.quote(json.dumps(payload))}" if payload else ""
-    auth = f" -H @{header_file}" if header_file else ""
-    ok, text = _run(f"curl -sS -m 30 -w '\\n%{{http_code}}'{auth}{extra} {url}{data} 2>/dev/null || true")
+    auth = f" -H {sh('@' + header_file)}" if header_file else ""
+    ok, text = _run(f"curl -sS -m 30 -w '\\n%{{http_code}}'{auth}{extra} {sh(url)}{data} 2>/dev/null || true")
     body, _, code = text.rpartition("\n")
     return code.strip() or "000", body
 
 
 def _http(plan: ServicePlan, path: str, payload: dict | None = None) -> tuple[str, str]:
     """(status code, body) of a request to the instance, from the host itself."""
-    return curl(f"http://{plan.probe_host}:{plan.port}{path}", payload, plan.key_header_file)
+    return curl(f"{plan.probe_url}{path}", payload, plan.key_header_file)
 
 
 def _fail(plan: ServicePlan, message: str) -> None:
-    journal_cmd = f"journalctl -u {plan.unit}.service -n 400 --no-pager -o cat"
+    journal_cmd = f"journalctl -u {sh(plan.unit + '.service')} -n 400 --no-pager -o cat"
     _, errors = _run(f"{journal_cmd} | grep -E 'Error|error:|Exception|Killed|denied' | grep -v '^  File' | tail -n 12")
     _, tail = _run(f"{journal_cmd} | tail -n 25")
     raise OperationError(f"{message}\n--- errors in the journal of {plan.unit}.service ---\n{errors}"
@@ -104,9 +107,15 @@ def wait_until_serving(plan: ServicePlan) -> None:
 
 
 def restart_and_verify(plan: ServicePlan) -> None:
-    """Queue a (re)start of the unit, then wait until the new process serves and completes."""
-    ok, output = host.run_shell_command(f"systemctl reset-failed {plan.unit}.service 2>/dev/null; "
-                                        f"systemctl restart --no-block {plan.unit}.service")
+    """Queue a (re)start of the unit, then wait until the new process serves and completes.
+
+    `reset-failed` first: a unit that hit its start limit (StartLimitBurst failures within
+    StartLimitIntervalSec) refuses every start until then, so without it a deploy that fixed the
+    cause could not start the unit again before the interval ran out.
+    """
+    service = sh(f"{plan.unit}.service")
+    ok, output = host.run_shell_command(f"systemctl reset-failed {service} 2>/dev/null; "
+                                        f"systemctl restart --no-block {service}")
     if not ok:
         raise OperationError(f"systemctl restart {plan.unit}.service failed: {' '.join(output.stderr_lines)}")
     wait_until_serving(plan)

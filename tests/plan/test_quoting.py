@@ -563,3 +563,16 @@ def test_nginx_strings_are_read_back_by_nginx_as_these_values(tmp_path: Path) ->
     for value in ("a\nb", "$host", "x$"):
         with pytest.raises(quoting.QuotingError):
             quoting.nginx_string(value)
+
+
+def test_verify_curl_keeps_url_and_header_file_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks import verify
+    _shims(tmp_path / "bin", tmp_path / "log", {"curl": "printf 'body\\n200'"})
+    monkeypatch.setattr(verify, "_run", lambda command: (True, _run_sh(command, tmp_path, [tmp_path / "bin"])))
+    url = f"http://h:1/v1/models?x=1;touch {SIDE}&$(touch pwned) `touch pwned`"
+    header = str(_hostile_dir(tmp_path) / "key.header")
+    assert verify.curl(url, {"prompt": "it's $(touch pwned)"}, header) == ("200", "body")
+    (call,) = _calls(tmp_path / "log")
+    assert call[1:] == ["-sS", "-m", "30", "-w", "\\n%{http_code}", "-H", f"@{header}", url,
+                        "-H", "Content-Type: application/json", "--data", '{"prompt": "it\'s $(touch pwned)"}']
+    assert not (tmp_path / "pwned").exists()
