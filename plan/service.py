@@ -22,9 +22,12 @@ ENTRYPOINT = ("-m", "vllm.entrypoints.openai.api_server")
 CONTAINER_MODEL_DIR = "/models"
 UNIT_NAME = "vllm"
 CONFIG_DIR = "/etc/vllm"
+GIB = 1 << 30
 CHAT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "chat"
 # The CPU build pulls these CUDA-linked packages, which break its imports; text models need none.
 CPU_BUILD_BROKEN_PACKAGES = ("torchvision", "torchaudio", "torchcodec")
+# Seconds systemd allows a start beyond the health wait's own deadline (exec, curl, teardown).
+START_TIMEOUT_MARGIN = 60
 
 
 class PlanError(ValueError):
@@ -94,11 +97,53 @@ class ServicePlan:
     key_env_file: str | None = None
     key_header_file: str | None = None
     shutdown_timeout: int = 0
+    memory_max: int | None = None
+    tasks_max: int | None = None
+    shm_size_gib: int = 1
 
     @property
     def stop_timeout(self) -> int:
         """systemd's stop deadline: the drain time plus room to exit."""
         return self.shutdown_timeout + 30
+
+    @property
+    def start_timeout(self) -> int:
+        """systemd's start deadline: the health wait's deadline plus room, so a hung start fails, not blocks."""
+        return self.verify_timeout + START_TIMEOUT_MARGIN
+
+    @property
+    def probe_url(self) -> str:
+        """Base URL of the instance for checks on the host itself (IPv6 literals bracketed)."""
+        host = f"[{self.probe_host}]" if ":" in self.probe_host else self.probe_host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def health_wait(self) -> str:
+        """ExecStartPost: "active" means /health answers, given up after verify_timeout seconds.
+
+        A vLLM that hangs before healthy then fails its start instead of holding every unit ordered
+        After= it (at boot too); one that exits ends the wait at once (systemd would otherwise keep
+        waiting in start-post). Quoted twice: the URL for sh, the whole line for systemd.
+        """
+        probe = (f"until curl -sf -m 5 -o /dev/null {quoting.sh(self.probe_url + '/health')}; "
+                 'do kill -0 "$MAINPID" || exit 1; sleep 2; done')
+        return quoting.systemd_exec(["/usr/bin/timeout", str(self.verify_timeout), "/bin/sh", "-c", probe])
+
+    @property
+    def unit_comment(self) -> str:
+        """The unit's `# Plan:` line: a line break in a name cannot start a directive of its own."""
+        s = self.sizing
+        return quoting.comment_text(
+            f"Plan: {self.model.name} as '{self.served_name}', tp={s.get('tensor_parallel_size')} "
+            f"pp={s.get('pipeline_parallel_size')} dtype={s.get('dtype')} max-model-len={self.max_model_len}")
+
+    @property
+    def read_only_paths(self) -> str:
+        return quoting.systemd_word(self.model.host_dir)
+
+    @property
+    def read_write_paths(self) -> str:
+        return quoting.systemd_word(self.state_dir)
 
     @property
     def python(self) -> str:
@@ -294,6 +339,34 @@ def torch_visible_gib(gpu_name: str, smi_total_mib: int) -> float | None:
     return round(smi_gib * (21.48 / 22.0), 2)
 
 
+def memory_max(device: str, mem_total: int | None, sized: dict[str, Any]) -> int | None:
+    """MemoryMax= in bytes: a runaway vLLM is OOM-killed in its own cgroup instead of starving the host.
+
+    The host keeps max(1 GiB, 10 % of MemTotal) for sshd, journald and the deploy itself. On CPU
+    hosts the service gets at most 1.25 x (weights + KV cache + activation) + 4 GiB of runtime
+    (torch, tokenizer, Python: 1.35 GiB peak RSS measured on the tiny model); on CUDA hosts the
+    weights only pass through host memory while loading, so the cap is the host less the reserve.
+    None (no cap) when the host's memory is unknown.
+    """
+    if not mem_total:
+        return None
+    ceiling = mem_total - max(GIB, mem_total // 10)
+    if device != "cpu":
+        return ceiling
+    model_gib = sum(float(sized.get(k) or 0) for k in ("weights_gib", "kv_cache_gib", "activation_gib"))
+    return min(ceiling, int(model_gib * 1.25 * GIB) + 4 * GIB)
+
+
+def tasks_max(cpu_count: int | None, world_size: int) -> int | None:
+    """TasksMax=: (2 + world size) processes (API server, engine core, one worker per rank), each
+    with up to 4 threads per CPU (torch intra- and inter-op pools, OpenMP, tokenizers) + 64 others;
+    at least 512. None (systemd's default) when the CPU count is unknown.
+    """
+    if not cpu_count:
+        return None
+    return max(512, (2 + world_size) * (4 * cpu_count + 64))
+
+
 def _chat_template(settings: Settings) -> tuple[str | None, str | None]:
     """(controller source file, host path) of the chat template, or (None, None)."""
     name = settings.vllm_chat_template
@@ -406,9 +479,11 @@ def build_plan(settings: Settings, facts: Any, host: str, service_active: bool =
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
     image = settings.vllm_docker_image or f"vllm/vllm-openai:v{settings.vllm_version}"
     env_files = [f"{CONFIG_DIR}/{unit}.env"] + ([key_files[0]] if key_files else [])
+    mem_max = memory_max(device, getattr(facts, "mem_total_bytes", None), sized)
+    max_tasks = tasks_max(getattr(facts, "cpu_count", None), world_size)
     if docker:
         argv = docker_argv(unit, image, settings, state_dir, template_path, env_files, vllm_args,
-                           listen=listen, gpus=gpus)
+                           listen=listen, gpus=gpus, shm_gib=world_size, memory=mem_max, pids=max_tasks)
     else:
         argv = [f"{venv}/bin/python", *ENTRYPOINT, *vllm_args]
 
@@ -476,15 +551,29 @@ def build_plan(settings: Settings, facts: Any, host: str, service_active: bool =
         key_env_file=key_files[0] if key_files else None,
         key_header_file=key_files[1] if key_files else None,
         shutdown_timeout=settings.vllm_shutdown_timeout,
+        memory_max=mem_max,
+        tasks_max=max_tasks,
+        shm_size_gib=world_size,
     )
 
 
 def docker_argv(name: str, image: str, settings: Settings, state_dir: str, template_path: str | None,
-                env_files: list[str], vllm_args: list[str], listen: str, gpus: tuple[int, ...] | None) -> list[str]:
-    """`docker run` in the foreground under systemd: --rm and named, so `docker stop` ends it cleanly."""
+                env_files: list[str], vllm_args: list[str], listen: str, gpus: tuple[int, ...] | None,
+                shm_gib: int = 1, memory: int | None = None, pids: int | None = None) -> list[str]:
+    """`docker run` in the foreground under systemd: --rm and named, so `docker stop` ends it cleanly.
+
+    Sandboxed as far as docker allows: no capabilities, no privilege gain, the model mounted
+    read-only, the unit's memory and task caps. No --ipc=host: the container gets its own /dev/shm,
+    1 GiB per rank (NCCL's guide asks for 1 GiB; vLLM's broadcast queue lives there too).
+    """
     devices = "all" if gpus is None else f'"device={",".join(map(str, gpus))}"'
-    argv = ["/usr/bin/docker", "run", "--rm", "--name", name, "--gpus", devices, "--ipc=host",
+    argv = ["/usr/bin/docker", "run", "--rm", "--name", name, "--gpus", devices,
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--shm-size", f"{max(1, shm_gib)}g",
             "--ulimit", "memlock=-1", "--ulimit", "stack=67108864"]
+    if memory:
+        argv += ["--memory", str(memory)]
+    if pids:
+        argv += ["--pids-limit", str(pids)]
     for env_file in env_files:
         argv += ["--env-file", env_file]
     argv += ["-p", f"{listen}:{settings.vllm_port}:{settings.vllm_port}",

@@ -53,6 +53,11 @@ def test_seed_000_four_2080ti_renders_the_articles_service(tmp_path: Path) -> No
     unit = (out / "files/etc/systemd/system/vllm.service").read_text()
     assert f"ExecStart={plan.command_line}" in unit
     assert "User=vllm" in unit and "Restart=on-failure" in unit and "After=network-online.target" in unit
+    # A CUDA host's sandbox: only the NVIDIA devices (no PrivateDevices, which would hide them).
+    assert "DevicePolicy=closed\nDeviceAllow=char-nvidia* rw\n" in unit and "PrivateDevices" not in unit
+    assert "CapabilityBoundingSet=\n" in unit and "SystemCallFilter=@system-service\n" in unit
+    assert f"MemoryMax={plan.memory_max}\n" in unit and f"TasksMax={plan.tasks_max}\n" in unit
+    assert "TimeoutStartSec=infinity" not in unit
     env = (out / "files/etc/vllm/vllm.env").read_text()
     assert "NCCL_P2P_DISABLE=1\n" in env and "HF_HUB_OFFLINE=1\n" in env
     template = out / "files/etc/vllm/chat-template-qwen3-programming.jinja"
@@ -116,6 +121,9 @@ def test_h100_docker_runtime_renders_foreground_container_and_script(tmp_path: P
     assert argv[:4] == ("/usr/bin/docker", "run", "--rm", "--name")
     assert "vllm/vllm-openai:v0.32.0" in argv and "--restart" not in argv
     assert f"{plan.model.host_dir}:/models:ro" in argv
+    assert "--ipc=host" not in argv and _flag(argv, "--shm-size") == "1g", "own /dev/shm, sized per rank"
+    assert _flag(argv, "--cap-drop") == "ALL" and _flag(argv, "--security-opt") == "no-new-privileges"
+    assert _flag(argv, "--memory") == str(plan.memory_max) and _flag(argv, "--pids-limit") == str(plan.tasks_max)
     assert _flag(argv, "--dtype") == "bfloat16"
     _, out = _deploy(tmp_path, "h100-x1-ubuntu2404", data, plan)
     unit = (out / "files/etc/systemd/system/vllm.service").read_text()

@@ -30,7 +30,9 @@ def test_two_instances_on_one_gpu_render_ordered_units_and_roll_one_at_a_time(tm
     assert "vllm-a.service" not in unit_a.split("[Service]")[0]
     assert "After=network-online.target vllm-a.service" in unit_b, "b starts once a holds its memory"
     for unit, port in ((unit_a, 8001), (unit_b, 8002)):
-        assert f"curl -sf -o /dev/null http://127.0.0.1:{port}/health" in unit
+        assert (f"ExecStartPost=/usr/bin/timeout {plan.first.verify_timeout} /bin/sh -c "
+                f'"until curl -sf -m 5 -o /dev/null http://127.0.0.1:{port}/health;') in unit
+        assert f"TimeoutStartSec={plan.first.verify_timeout + 60}\n" in unit, "a hung start fails, not blocks b"
         assert "EnvironmentFile=/etc/vllm/api-key.env" in unit
     assert "CUDA_VISIBLE_DEVICES=0\n" in (out / "files/etc/vllm/vllm-b.env").read_text()
     key = (out / "files/etc/vllm/api-key.env").read_text()
