@@ -234,12 +234,16 @@ def test_docker_run_script_runs_exactly_the_planned_argv(tmp_path: Path) -> None
 
 # ---- systemd units ----------------------------------------------------------------------------
 
-def _systemd_test(unit_dir: Path, unit: str) -> tuple[list[str], str]:
-    """Load `unit` from unit_dir in systemd's test mode: (the dump of that unit, complaints about our files)."""
+def _systemd_units(unit_dir: Path, units: list[str]) -> dict[str, tuple[list[str], str]]:
+    """Load units from unit_dir in systemd's test mode, all in one run (a target wants them all).
+
+    Per unit: (the dump of what systemd parsed, systemd's complaints that name its file).
+    """
     systemd = _need("/usr/lib/systemd/systemd" if Path("/usr/lib/systemd/systemd").exists() else "systemd",
                     "systemd (its test mode parses unit files)")
-    command = [systemd, "--test", "--system", f"--unit={unit}", "--log-level=notice", "--log-target=console",
-               "--no-pager"]
+    (unit_dir / "quoting-test.target").write_text("[Unit]\nWants=" + " ".join(units) + "\n")
+    command = [systemd, "--test", "--system", "--unit=quoting-test.target", "--log-level=notice",
+               "--log-target=console", "--no-pager"]
     if os.geteuid() == 0:  # "Don't run test mode as root."
         command = [_need("setpriv", "setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups", *command]
     for path in unit_dir.iterdir():
@@ -249,11 +253,18 @@ def _systemd_test(unit_dir: Path, unit: str) -> tuple[list[str], str]:
                                "SYSTEMD_COLORS": "0"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.split("\n")
-    start = lines.index(f"\t-> Unit {unit}:")
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("\t-> Unit ")), len(lines))
-    complaints = "\n".join(line for line in (proc.stderr + proc.stdout).split("\n") if str(unit_dir) in line
-                           and "Fragment Path" not in line)
-    return lines[start + 1:end], complaints
+    said = [line for line in (proc.stderr + proc.stdout).split("\n") if "Fragment Path" not in line]
+    parsed = {}
+    for unit in units:
+        start = lines.index(f"\t-> Unit {unit}:")
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("\t-> Unit ")), len(lines))
+        parsed[unit] = (lines[start + 1:end], "\n".join(line for line in said if f"{unit_dir}/{unit}" in line))
+    return parsed
+
+
+def _systemd_test(unit_dir: Path, unit: str) -> tuple[list[str], str]:
+    """One unit through `_systemd_units`."""
+    return _systemd_units(unit_dir, [unit])[unit]
 
 
 def _dump_words(text: str) -> list[str]:
@@ -351,14 +362,15 @@ def test_single_values_and_paths_reach_systemd_verbatim(world_dir: Path) -> None
     taken = [v for v in HOSTILE if not CONTROL.search(v) and not v.endswith("\\") and v.strip()
              and v not in ("*",)]
     for i, value in enumerate(taken):
-        path = f"/srv/{value}"
         (world_dir / f"v{i}.service").write_text(
             f"[Unit]\nDescription={quoting.systemd_value(value)}\n[Service]\nExecStart=/bin/true\n"
-            f"ReadOnlyPaths={quoting.systemd_path(path)}\n")
-        block, complaints = _systemd_test(world_dir, f"v{i}.service")
+            f"ReadOnlyPaths={quoting.systemd_path(f'/srv/{value}')}\n")
+    parsed = _systemd_units(world_dir, [f"v{i}.service" for i in range(len(taken))])
+    for i, value in enumerate(taken):
+        block, complaints = parsed[f"v{i}.service"]
         assert complaints == ""
         assert _dump_fields(block, "Description") == [value.strip()]
-        assert _dump_fields(block, "ReadOnlyPaths") == [path.rstrip("/")]
+        assert _dump_fields(block, "ReadOnlyPaths") == [f"/srv/{value}".rstrip("/")]
     for value in ("two\nlines", "esc\x1b", "trail\\"):
         with pytest.raises(quoting.QuotingError):
             quoting.systemd_value(value)
@@ -398,14 +410,30 @@ def test_vllm_unit_execstart_is_exactly_the_planned_argv(world_dir: Path) -> Non
     assert _dump_commands(block, "ExecStart") == [_as_parsed(list(plan.argv))]
 
 
+def test_plan_description_holds_a_hostile_served_name(world_dir: Path) -> None:
+    plan = _plan()
+    for i, value in enumerate(HOSTILE):
+        description = dataclasses.replace(plan, served_name=value).description
+        (world_dir / f"s{i}.service").write_text(f"[Unit]\nDescription={description}\n[Service]\n"
+                                                 "ExecStart=/bin/true\n")
+    parsed = _systemd_units(world_dir, [f"s{i}.service" for i in range(len(HOSTILE))])
+    for i, value in enumerate(HOSTILE):
+        block, complaints = parsed[f"s{i}.service"]
+        assert complaints == ""
+        assert _dump_fields(block, "Description") == [
+            quoting.comment_text(f"vLLM OpenAI-compatible server ({value})")]
+
+
 def test_vllm_unit_description_holds_a_hostile_served_name(world_dir: Path) -> None:
     if "plan.description" not in (TEMPLATES / "vllm.service.j2").read_text():
         pytest.skip("templates/vllm.service.j2 does not use plan.description yet")
-    for i, value in enumerate(v for v in HOSTILE if not v.endswith("\\")):
-        plan = _plan(served_name=value)
-        (world_dir / f"s{i}.service").write_text(
-            get_template(str(TEMPLATES / "vllm.service.j2")).render(plan=plan))
-        block, complaints = _systemd_test(world_dir, f"s{i}.service")
+    plan = _plan()
+    for i, value in enumerate(HOSTILE):
+        (world_dir / f"s{i}.service").write_text(get_template(str(TEMPLATES / "vllm.service.j2")).render(
+            plan=dataclasses.replace(plan, served_name=value)))
+    parsed = _systemd_units(world_dir, [f"s{i}.service" for i in range(len(HOSTILE))])
+    for i, value in enumerate(HOSTILE):
+        block, complaints = parsed[f"s{i}.service"]
         assert complaints == ""
         assert _dump_fields(block, "Description") == [
             quoting.comment_text(f"vLLM OpenAI-compatible server ({value})")]
