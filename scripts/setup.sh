@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Controller set-up, idempotent: the project's virtualenv with pinned packages.
 # With --lab also what the throwaway test servers and the CPU vLLM build need
-# (system packages, the cached root filesystem, the vLLM wheelhouse, the tiny model).
+# (system packages, the cached root filesystem, the vLLM wheelhouse, the tiny model, and nginx and the
+# docker CLI unpacked for the quoting tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,7 @@ if [ "${1:-}" = "--lab" ]; then
     exit 0
   fi
   scripts/hostlab-deps.sh
+  scripts/controller-tools.sh >/dev/null
   .venv/bin/python -m hostlab build >/dev/null
   scripts/wheelhouse.sh >/dev/null
   python=$(scripts/controller-vllm.sh)
