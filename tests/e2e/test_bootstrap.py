@@ -8,6 +8,7 @@ tests that follow build on it (re-run, kill -9, reboot).
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -84,7 +85,8 @@ def test_fresh_host_is_deployed_and_serves(deployed: Deployed) -> None:
     owners = ti.check_output("ps -o user= -p $(systemctl show -p MainPID --value vllm)")
     assert owners.strip() == "vllm"
     journal = deployed.host.journal("vllm", 400)
-    assert "Application startup complete" in journal or "Uvicorn running" in journal or "Started" in journal
+    # vLLM's own lines, not systemd's "Started": with Type=exec that would only say the exec happened.
+    assert "Starting vLLM server on http://0.0.0.0:8000" in journal and "Application startup complete" in journal
 
 
 def test_second_run_changes_nothing(deployed: Deployed) -> None:
@@ -95,6 +97,72 @@ def test_second_run_changes_nothing(deployed: Deployed) -> None:
 
 def main_pid(host: TestHost) -> int:
     return int(host.run("systemctl show -p MainPID --value vllm").stdout.strip())
+
+
+def completion_on_host(host: TestHost) -> dict:
+    """A completion with curl on the host itself (the key from the deploy's 0600 header file)."""
+    payload = json.dumps({"model": "tiny", "prompt": "def main(", "max_tokens": 4})
+    out = host.run("curl -sSf -m 60 -H @/etc/vllm/api-key.header -H 'Content-Type: application/json' "
+                   f"--data '{payload}' http://127.0.0.1:8000/v1/completions").stdout
+    return json.loads(out)
+
+
+EXPOSURE = re.compile(r"Overall exposure level for vllm\.service: (\d+\.\d+) (\w+)")
+
+
+def test_unit_sandbox_scores_ok_and_vllm_serves_under_it(deployed: Deployed) -> None:
+    """systemd's own audit of the deployed unit, while the vLLM it runs answers a completion."""
+    report = deployed.host.run("systemd-analyze security vllm.service --no-pager").stdout
+    found = EXPOSURE.search(report)
+    assert found, report[-3000:]
+    score, verdict = float(found.group(1)), found.group(2)
+    print(f"\nsystemd-analyze security vllm.service: {score} {verdict}")
+    print("\n".join(line for line in report.splitlines() if line.startswith("✗")))
+    assert score <= 3.0, report
+    assert deployed.host.run("systemctl is-active vllm").stdout.strip() == "active"
+    assert completion_on_host(deployed.host)["choices"][0]["text"]
+
+
+def test_model_is_read_only_inside_the_running_service(deployed: Deployed) -> None:
+    """The deployed unit's own sandbox: its properties, and a write from the service's namespaces as its user.
+
+    As the service user a new file in a root-owned directory fails anyway (EACCES); only a read-only
+    mount gives EROFS, so the error names the sandbox. The state directory is the control: the same
+    way in, a write there succeeds.
+    """
+    host = deployed.host
+    props = host.run("systemctl show vllm -p ReadOnlyPaths -p ProtectSystem -p ReadWritePaths").stdout
+    assert "ReadOnlyPaths=/srv/models/tiny-llama\n" in props and "ProtectSystem=strict\n" in props, props
+    pid = main_pid(host)
+    enter = f"nsenter -t {pid} -m -U -S $(id -u vllm) -G $(id -g vllm) --"
+    inside = host.run(f"{enter} sh -c 'id -un; touch /opt/vllm/state/tmp/.rw-probe && rm /opt/vllm/state/tmp/.rw-probe "
+                      "&& echo state-writable; touch /srv/models/tiny-llama/.ro-probe; echo rc=$?' 2>&1",
+                      check=False).stdout
+    assert inside.startswith("vllm\n") and "state-writable" in inside, inside
+    assert "Read-only file system" in inside and "rc=1" in inside, inside
+    assert host.run("test -e /srv/models/tiny-llama/.ro-probe", check=False).returncode != 0
+
+
+def test_deploy_recovers_a_unit_that_hit_its_start_limit(deployed: Deployed) -> None:
+    """Five failed starts in StartLimitIntervalSec stop systemd's restarts; the next deploy starts it again."""
+    host = deployed.host
+    # Fails every start at once (a missing EnvironmentFile), with no unit change: no daemon-reload
+    # (which would forget the count) is needed to undo it.
+    host.run("mv /etc/vllm/vllm.env /etc/vllm/vllm.env.off && { systemctl restart vllm || true; }")
+    try:
+        deadline = time.monotonic() + 120
+        while "Start request repeated too quickly" not in host.run(
+                "journalctl -u vllm -o cat --no-pager --since '-3min'").stdout:
+            assert time.monotonic() < deadline, "the start limit was not hit within 120 s"
+            time.sleep(2)
+    finally:
+        host.run("mv /etc/vllm/vllm.env.off /etc/vllm/vllm.env")
+    refused = host.run("systemctl start vllm", check=False)
+    assert refused.returncode != 0, "the cause is gone, but the start limit still refuses a plain start"
+    again = deployed.run()
+    assert again.returncode == 0, again.output[-5000:]
+    assert "vLLM serving 'tiny'" in again.output
+    assert_serving(deployed.host)
 
 
 def test_kill_9_is_restarted_by_systemd_and_verifies(deployed: Deployed) -> None:
