@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 from sizing.errors import SizingError
 from sizing.fit import FitRequest, FitResult, fit
+from sizing.hub import HUBS, HubModel
+from sizing.model import ModelSpec
 from sizing.versions import PINNED_VLLM_VERSION
 
 EXIT_FITS, EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT = 0, 2, 3
@@ -27,7 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m sizing", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fit", help="will this model fit, with which vLLM settings, and why")
-    f.add_argument("--model", required=True, help="catalog id/alias or a local model directory")
+    f.add_argument("--model", required=True, help="catalog id/alias, a local model directory, or any hub ORG/NAME")
+    f.add_argument("--hub", choices=HUBS, help="hub to read a model outside the catalog from (default huggingface)")
+    f.add_argument("--hub-endpoint", help="hub URL (a mirror); default HF_ENDPOINT / MODELSCOPE_DOMAIN, else the hub")
+    f.add_argument("--revision", help="branch, tag or commit; sizes from the hub even for a catalog model")
     f.add_argument("--gpu", help="GPU name as nvidia-smi prints it, or an alias (4090, A100-80GB, T4 ...)")
     f.add_argument("--gpus", type=int, default=1, help="GPUs per node (default 1)")
     f.add_argument("--gpu-memory-gib", type=float, help="memory per GPU when it differs from the catalog")
@@ -55,11 +60,44 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _table(result: FitResult) -> str:
+def _resolve(args: argparse.Namespace) -> tuple[str | ModelSpec, HubModel | None]:
+    """The model to fit: a local directory or catalog entry as before; the hub for other ORG/NAME or a --revision."""
+    from pathlib import Path
+
+    from sizing.catalog import CatalogError, find_model
+    from sizing.hub import fetch_model
+    from sizing.model import model_from_config
+
+    name = args.model
+    if Path(name).expanduser().is_dir():
+        return name, None
+    if args.revision is None:
+        try:
+            find_model(name)
+            return name, None  # the catalog answers offline
+        except CatalogError:
+            if name.count("/") != 1:
+                return name, None  # not a hub id: the catalog's "unknown model" with close matches
+    found = fetch_model(name, args.hub or "huggingface", args.revision, args.hub_endpoint)
+    for note in found.notes:
+        sys.stderr.write(f"note: {note}\n")
+    return model_from_config(found.config, name=name, weight_bytes=found.weight_bytes), found
+
+
+def _hub_summary(found: HubModel) -> dict[str, object]:
+    return {
+        "hub": found.hub, "repo": found.repo, "revision": found.revision, "sha": found.sha,
+        "weight_bytes": found.weight_bytes, "weight_source": found.weight_source, "from_cache": found.from_cache,
+    }  # fmt: skip
+
+
+def _table(result: FitResult, found: HubModel | None = None) -> str:
     verdict = {"ok": "FITS", "kv_too_small": "DOES NOT FIT (KV cache too small)", "oom": "DOES NOT FIT (out of memory)"}
     rows = [
         ("verdict", verdict[result.outcome]),
         ("model", result.model),
+        *([("hub", f"{found.hub} @{found.revision} ({found.sha[:12]}{', cached' if found.from_cache else ''}), "
+                   f"weights from {found.weight_source}")] if found else []),
         ("gpu", result.gpu or "-"),
         ("vLLM", result.vllm_version),
         ("tensor x pipeline", f"{result.tensor_parallel_size} x {result.pipeline_parallel_size}"),
@@ -104,8 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 entry = find_model(model_id)
                 print(f"{entry.id:50} {entry.quantization or '-':8} {', '.join(entry.aliases)}")
             return EXIT_FITS
+        model, found = _resolve(args)
         request = FitRequest(
-            model=args.model,
+            model=model,
             gpu=args.gpu,
             gpus=args.gpus,
             gpu_memory_gib=args.gpu_memory_gib,
@@ -134,7 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"error: {flag}: {exc.message}\n")
         return EXIT_BAD_INPUT
     if args.json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False))
+        data = result.to_dict()
+        if found is not None:
+            data["hub"] = _hub_summary(found)
+        print(json.dumps(data, ensure_ascii=False))
     else:
-        print(_table(result))
+        print(_table(result, found))
     return EXIT_FITS if result.fits else EXIT_DOES_NOT_FIT
