@@ -16,7 +16,7 @@ import sizing
 from plan import quoting
 from plan.preflight import preflight
 from plan.settings import Settings
-from sizing.catalog import CatalogError, find_gpu
+from sizing.catalog import CatalogError, find_gpu, find_model
 
 ENTRYPOINT = ("-m", "vllm.entrypoints.openai.api_server")
 CONTAINER_MODEL_DIR = "/models"
@@ -226,20 +226,43 @@ def resolve_device(settings: Settings, facts: Any) -> str:
 
 
 def resolve_model_spec(settings: Settings, facts: Any) -> Any:
-    """Model facts, most trustworthy first: the controller's copy, the host's copy, the catalog."""
+    """Model facts, most trustworthy first: the controller's copy, the host's copy, the hub's metadata (a model
+    outside the catalog, or any model_revision: sized before the download, so the plan rarely changes after it),
+    the catalog."""
     try:
         if settings.model_source == "local" and settings.model_local_path:
             return sizing.model_from_dir(settings.model_local_path)
         host_config = getattr(facts, "model_config", None)
         if host_config:
             return sizing.model_from_config(host_config, settings.model)
-        return sizing.resolve_model(settings.model)
+        try:
+            find_model(settings.model)
+            in_catalog = True
+        except CatalogError:
+            in_catalog = False
+        hub_id = settings.model.count("/") == 1  # else the catalog's "unknown model" names close matches
+        if settings.model_source not in ("huggingface", "modelscope") or not (
+            settings.model_revision or (not in_catalog and hub_id)
+        ):
+            return sizing.resolve_model(settings.model)
     except (sizing.SizingError, LookupError, ValueError) as error:
         message = str(error) if str(error).startswith("model") else f"model: {error}"
         raise PlanError(
             f"{message}. Use a model from `python -m sizing models`, or model_source = 'local' "
             "with model_local_path pointing at a directory with config.json"
         ) from error
+    from sizing.hub import HubUnreachable, model_from_hub
+
+    endpoint = settings.hf_endpoint if settings.model_source == "huggingface" else None
+    try:
+        return model_from_hub(settings.model, settings.model_source, settings.model_revision, endpoint)
+    except HubUnreachable as error:
+        if not in_catalog:
+            raise PlanError(f"model: {error.message}") from error
+        return sizing.resolve_model(settings.model)  # the catalog knows it; a revision rarely changes shapes
+    except sizing.SizingError as error:
+        name = {"hub_endpoint": "hf_endpoint", "revision": "model_revision"}.get(error.field, error.field)
+        raise PlanError(f"{name}: {error.message}") from error
 
 
 def _fit_request(settings: Settings, facts: Any, device: str, model: Any) -> Any:
