@@ -161,7 +161,6 @@ class _Http:
             if hub == "modelscope":  # the SDK's REST calls authenticate with this cookie
                 self.headers["Cookie"] = f"m_session_id={token}"
         self.opener = urllib.request.build_opener(_Redirect())
-        self.requests = 0
 
     def get(self, url: str, *, byte_range: tuple[int, int] | None = None, limit: int = MAX_JSON_BYTES) -> bytes:
         """GET ``url`` (inclusive ``byte_range``); reads at most ``limit`` bytes even if a server ignores Range."""
@@ -170,7 +169,6 @@ class _Http:
             headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
             limit = byte_range[1] - byte_range[0] + 1
         request = urllib.request.Request(url, headers=headers, method="GET")
-        self.requests += 1
         try:
             with self.opener.open(request, timeout=self.timeout) as response:
                 status = response.status

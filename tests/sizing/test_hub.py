@@ -129,7 +129,7 @@ def coder_files(shards: int = 4) -> tuple[dict[str, Blob], int, int]:
 
 
 class Repo:
-    def __init__(self, files: dict[str, Blob], sha: str, *, gated: bool = False, private: bool = False,
+    def __init__(self, files: dict[str, Blob], sha: str, *, gated: bool = False, private: bool | None = False,
                  params: dict[str, int] | None = None, branches: tuple[str, ...] = ("main",)) -> None:
         self.files, self.sha, self.gated, self.private, self.params = files, sha, gated, private, params
         self.refs = {b: sha for b in branches}
@@ -288,6 +288,9 @@ class FakeHub:
         if repo.private and req.headers.get("Cookie") != f"m_session_id={TOKEN}":
             return self.send_json(req, 401, {**envelope, "Code": 10010205401, "Success": False,
                                              "Message": "unauthorized"}, head)  # fmt: skip
+        if repo.private is None:  # withdrawn: HTTP 200 with an error envelope, as the API also answers
+            return self.send_json(req, 200, {**envelope, "Code": 10010205003, "Success": False,
+                                             "Message": "model is offline for review"}, head)  # fmt: skip
         ok = {**envelope, "Code": 200, "Message": "success", "Success": True}
         if rest == ["revisions"]:
             branches = [{"Revision": b, "CreatedAt": 1753000000} for b in repo.refs]
@@ -485,6 +488,9 @@ def test_errors_name_the_field(hub: FakeHub, capsys: pytest.CaptureFixture[str])
     assert code == 2 and err.startswith("error: --revision:")
     code, _, err = fit_json(capsys, "--model", "acme/nothing", "--hub", "modelscope", "--hub-endpoint", hub.url)
     assert code == 2 and "--model" in err and "not found" in err and "HTTP 404" in err
+    hub.ms["acme/withdrawn"] = Repo(dict(CODER_FILES), SHA, private=None)
+    code, _, err = fit_json(capsys, "--model", "acme/withdrawn", "--hub", "modelscope", "--hub-endpoint", hub.url)
+    assert code == 2 and "--model" in err and "offline for review" in err
     code, _, err = fit_json(capsys, "--model", CODER, "--hub-endpoint", "ftp://mirror")
     assert code == 2 and err.startswith("error: --hub-endpoint:")
     hub.hf["acme/gguf"] = Repo({"model-Q4_K_M.gguf": Blob(b"GGUF")}, SHA)
@@ -535,6 +541,7 @@ def test_deploy_plan_sizes_a_hub_model_before_any_change(hub: FakeHub) -> None:
     assert spec.weight_bytes == CODER_BYTES
     url = hub.url
     hub.stop()
+    assert resolve_model_spec(settings, no_host_copy).weight_bytes == CODER_BYTES  # --dry offline, once seen
     fresh = load_settings({"model": "acme/never-seen", "model_source": "huggingface", "hf_endpoint": url})
     with pytest.raises(PlanError, match=r"^model: hub .* unreachable"):
         resolve_model_spec(fresh, no_host_copy)
