@@ -489,7 +489,6 @@ def _offline(root: Path, hub: str, repo: str, revision: str, endpoint: str, reas
                 f"{ref.get('seen', '?')}, commit {ref['sha'][:12]}")
         cached = _from_cache(root, hub, repo, revision, ref["sha"], (note,))
         if cached is not None:
-            log.warning("%s", note)
             return cached
     mirror = "--hub-endpoint (HF_ENDPOINT, the hf_endpoint setting) to a mirror" if hub == "huggingface" else \
         "--hub-endpoint (MODELSCOPE_DOMAIN) to a reachable ModelScope site"
@@ -568,4 +567,6 @@ def model_from_hub(
     from sizing.model import model_from_config
 
     found = fetch_model(repo, hub, revision, endpoint, timeout=timeout)
+    for note in found.notes:  # the CLI prints them itself; a deploy sees them in its log
+        log.warning("%s: %s", repo, note)
     return model_from_config(found.config, name=repo, weight_bytes=found.weight_bytes)
