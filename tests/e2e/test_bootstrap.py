@@ -165,6 +165,29 @@ def test_deploy_recovers_a_unit_that_hit_its_start_limit(deployed: Deployed) -> 
     assert_serving(deployed.host)
 
 
+def test_health_wait_has_a_deadline_and_ends_when_vllm_dies(deployed: Deployed) -> None:
+    """A start never waits forever: the wait has vllm_verify_timeout (420 s in the lab) and a vLLM
+    that exits before it is healthy fails the start at once (systemd alone would stay in start-post)."""
+    host = deployed.host
+    props = host.run("systemctl show vllm -p TimeoutStartUSec -p ExecStartPost").stdout
+    assert "TimeoutStartUSec=8min\n" in props, props
+    assert "argv[]=/usr/bin/timeout 420 /bin/sh -c " in props, props
+    # Only the process is swapped (and automatic restarts held): the health wait is the deployed one.
+    host.run("mkdir -p /run/systemd/system/vllm.service.d && printf '[Service]\\nExecStart=\\n"
+             "ExecStart=/bin/sh -c \"sleep 2; exit 3\"\\nRestart=no\\n' "
+             "> /run/systemd/system/vllm.service.d/dies.conf && systemctl daemon-reload")
+    try:
+        started = time.monotonic()
+        failed = host.run("systemctl restart vllm", check=False, timeout=90)
+        elapsed = time.monotonic() - started
+    finally:
+        host.run("rm -r /run/systemd/system/vllm.service.d && systemctl daemon-reload")
+    assert failed.returncode != 0 and elapsed < 60, (elapsed, failed.stderr)
+    again = deployed.run()
+    assert again.returncode == 0, again.output[-5000:]
+    assert "vLLM serving 'tiny'" in again.output
+
+
 def test_kill_9_is_restarted_by_systemd_and_verifies(deployed: Deployed) -> None:
     before = main_pid(deployed.host)
     assert before > 0
