@@ -23,10 +23,11 @@ from typing import Any
 
 from sizing.errors import SizingError
 from sizing.memory import (
+    CUDA_CONTEXT,
     GIB,
     Deployment,
     ReplicaMemory,
-    cudagraph_memory,
+    capture_plan,
     pad_vocab,
     replica_memory,
 )
@@ -43,11 +44,13 @@ from sizing.versions import (
 DTYPES = {"auto": "auto", "float16": "float16", "half": "float16", "bfloat16": "bfloat16", "float32": "float32",
           "float": "float32"}  # fmt: skip
 KV_CACHE_DTYPES = {"auto", "fp8", "fp8_e4m3", "fp8_e5m2", "float16", "bfloat16"}
-QUANTIZATIONS = {"awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "bitsandbytes", "mxfp4", "compressed-tensors"}
+QUANTIZATIONS = {"awq", "awq_marlin", "gptq", "gptq_marlin", "marlin", "fp8", "bitsandbytes", "mxfp4",
+                 "compressed-tensors"}  # fmt: skip
 MIN_CONCURRENCY = 4
 TARGET_CONTEXT = 32768
 TP_CHOICES = (1, 2, 4, 8, 16)
 CPU_RUNTIME_BYTES = int(1.5 * GIB)  # Python, torch and vLLM's own buffers on the CPU backend (measured ~1.35 GiB)
+POST_PROFILE_MARGIN = 128 * (1 << 20)  # fragmentation slack when choosing a lower utilization for graph capture
 
 
 @dataclass
@@ -76,6 +79,9 @@ class FitRequest:
     kv_cache_memory_bytes: int | None = None
     block_size: int | None = None
     use_all_gpus: bool = False
+    gpu_memory_used_gib: float | None = None  # held by other processes on each GPU at start-up (nvidia-smi used)
+    cudagraph_capture_sizes: list[int] | None = None  # --compilation-config '{"cudagraph_capture_sizes": [...]}'
+    cudagraph_estimate: bool | None = None  # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS (None: the version's default)
 
 
 @dataclass
@@ -112,6 +118,11 @@ class FitResult:
     vllm_args: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     suggestions: list[str] = field(default_factory=list)
+    quantization_kernel: str | None = None  # what vLLM runs the weights with here (awq_marlin for awq on 8.0+)
+    failure: str | None = None  # load_or_profile | startup_free_memory | cuda_graph_capture (None when it fits)
+    cudagraph_after_kv_gib: float = 0.0  # graph memory captured after the KV cache, outside the budget
+    headroom_gib: float = 0.0  # total - requested - CUDA context - other processes, per GPU
+    cudagraph_capture_sizes: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -133,7 +144,7 @@ def tp_problem(spec: ModelSpec, tp: int) -> str | None:
         return f"{kv} KV heads and {tp} do not divide one another"
     if pad_vocab(spec.vocab_size) % tp:
         return f"the padded vocabulary ({pad_vocab(spec.vocab_size)}) is not divisible by {tp}"
-    if spec.quantization in ("awq", "gptq") and spec.quant_group_size > 0:
+    if spec.quantization in ("awq", "gptq", "compressed-tensors") and spec.quant_group_size > 0:
         group = spec.quant_group_size
         widths = [spec.num_attention_heads * spec.head_dim]
         if spec.intermediate_size and not all(spec.moe_layers):
@@ -195,6 +206,9 @@ def _deployment(ctx: _Ctx, req: FitRequest, tp: int, pp: int, dtype: str, util: 
         block_size=req.block_size or 16,
         kv_cache_memory_bytes=kv_bytes,
         device=ctx.device,
+        other_bytes=int((req.gpu_memory_used_gib or 0) * GIB),
+        capture_sizes=tuple(req.cudagraph_capture_sizes) if req.cudagraph_capture_sizes else None,
+        cudagraph_estimate=req.cudagraph_estimate,
     )
 
 
@@ -274,25 +288,120 @@ def _context(req: FitRequest) -> _Ctx:
     return _Ctx(spec, traits, version, gpu_name, int(memory * GIB), cc, bf16, fp8, p2p, "cuda")
 
 
+# What vLLM's QuantizationConfig.get_min_capability() says for each kernel (major*10+minor as a pair).
+MIN_CAPABILITY: dict[str, tuple[int, int]] = {
+    "awq": (7, 5), "awq_marlin": (8, 0), "gptq": (6, 0), "gptq_marlin": (8, 0), "marlin": (8, 0), "fp8": (8, 0),
+    "bitsandbytes": (7, 0), "mxfp4": (8, 0), "compressed-tensors": (7, 5),
+}  # fmt: skip
+IN_FLIGHT = ("fp8", "bitsandbytes")  # the methods vLLM can apply to an unquantized checkpoint while loading it
+_SAME_METHOD = {"awq_marlin": "awq", "gptq_marlin": "gptq"}  # the override vLLM picks for these checkpoints
+MARLIN_GROUPS = (-1, 0, 32, 64, 128)
+
+
 def _with_quantization(spec: ModelSpec, quantization: str | None) -> ModelSpec:
-    """--quantization on an unquantized model (fp8 online) shrinks its linear layers; others must match."""
+    """The checkpoint as vLLM will load it with ``--quantization``: in-flight fp8/bitsandbytes, or the same method.
+
+    vLLM (config/model.py ``_verify_quantization``) lets awq/gptq checkpoints pick their Marlin kernels and
+    refuses any other method that differs from the checkpoint's quant_method, naming both.
+    """
     if quantization is None:
         return spec
     if quantization not in QUANTIZATIONS:
         raise SizingError("quantization", f"unknown method {quantization!r}; use one of {sorted(QUANTIZATIONS)}")
-    base = quantization.replace("_marlin", "")
+    base = _SAME_METHOD.get(quantization, quantization)
     if spec.quantization is None:
-        if base != "fp8":
-            raise SizingError(
-                "quantization",
-                f"{spec.name} is not a {base} checkpoint; only fp8 quantizes at load time. Pick a {base} variant",
-            )
-        return replace(spec, quantization="fp8", quant_bits=8.0, weight_bytes=None)
-    if base != spec.quantization:
+        if quantization == "fp8":
+            return replace(spec, quantization="fp8", quant_bits=8.0, quant_group_size=0, quant_scheme="fp8",
+                           quant_block=None, weight_bytes=None)  # fmt: skip
+        if quantization == "bitsandbytes":
+            # vLLM's loader quantizes each linear weight to nf4 with compressed (double-quantized) statistics.
+            return replace(spec, quantization="bitsandbytes", quant_bits=4.0, quant_group_size=0, quant_scheme="nf4",
+                           quant_double_quant=True, weight_bytes=None)  # fmt: skip
+        variants = _catalog_variants(spec.name, "awq" if base == "marlin" else base)
+        pick = f": {', '.join(variants)}" if variants else ""
         raise SizingError(
-            "quantization", f"{spec.name} is a {spec.quantization} checkpoint; drop --quantization or use that method"
+            "quantization",
+            f"{spec.name} has no quantization_config and vLLM quantizes at load time only with "
+            f"{' or '.join(IN_FLIGHT)}; pick a {base} variant{pick}, or use --quantization fp8 / bitsandbytes",
+        )
+    same = base == spec.quantization or (quantization == "marlin" and spec.quantization in ("awq", "gptq"))
+    if not same:
+        raise SizingError(
+            "quantization",
+            f"{spec.name}: Quantization method specified in the model config ({spec.quantization}) does not match "
+            f"the quantization method specified in the `quantization` argument ({quantization}); drop --quantization "
+            f"(vLLM reads {spec.quantization} from the checkpoint)",
         )
     return spec
+
+
+def _catalog_variants(name: str, method: str) -> list[str]:
+    """Catalog checkpoints of ``name``'s base model stored with ``method``."""
+    from sizing.catalog import CatalogError, find_model, model_ids
+
+    try:
+        base = find_model(name).id
+    except CatalogError:
+        return []
+    found = []
+    for model_id in model_ids():
+        entry = find_model(model_id)
+        if entry.base == base and entry.quantization == method:
+            found.append(entry.id)
+    return found
+
+
+def _cc_text(cc: tuple[int, int]) -> str:
+    return f"{cc[0]}.{cc[1]}"
+
+
+def _choose_kernel(ctx: _Ctx, asked: str | None, reasons: list[str]) -> str | None:
+    """The kernel vLLM runs this checkpoint with on this GPU, or a SizingError naming the capability it lacks."""
+    spec = ctx.spec
+    method = spec.quantization
+    if method is None or ctx.device != "cuda":
+        return method
+    cc = ctx.compute_capability
+    known = cc is not None
+    capable = cc is None or cc >= (8, 0)
+    group_ok = spec.quant_group_size in MARLIN_GROUPS and spec.quant_bits in (4.0, 8.0)
+    kernel = method
+    if method == "awq":
+        marlin_ok = group_ok and spec.quant_zero_point
+        if asked in ("awq_marlin", "marlin") or (asked is None and marlin_ok and capable):
+            kernel = "awq_marlin"
+        if kernel == "awq_marlin" and asked is None:
+            reasons.append("awq checkpoint runs with the awq_marlin kernel (vLLM picks it on compute capability 8.0+)")
+    elif method == "gptq":
+        marlin_ok = group_ok and not spec.quant_zero_point
+        if asked in ("gptq_marlin", "marlin") or (asked is None and marlin_ok and capable):
+            kernel = "gptq_marlin"
+        if kernel == "gptq_marlin" and asked is None:
+            reasons.append(
+                "gptq checkpoint runs with the gptq_marlin kernel (vLLM picks it on compute capability 8.0+)"
+            )
+    need = MIN_CAPABILITY.get(kernel, (7, 0))
+    why = ""
+    if method == "compressed-tensors":
+        need, why = {"int-w8a8": ((7, 5), "int8 W8A8 (CUTLASS scaled_mm)"),
+                     "fp8-w8a8": ((8, 0), "fp8 W8A8"), "fp8-block": ((8, 0), "fp8 block")}.get(
+            spec.quant_scheme, ((8, 0), f"{spec.quant_scheme} through the Marlin kernel"))  # fmt: skip
+    if known and cc < need:
+        names = {"awq": "awq needs compute capability 7.5 (Turing) or newer",
+                 "awq_marlin": "awq_marlin (Marlin) needs 8.0; drop --quantization to run the plain awq kernel",
+                 "gptq_marlin": "gptq_marlin (Marlin) needs 8.0; drop --quantization to run the plain gptq kernel",
+                 "marlin": "Marlin kernels need 8.0",
+                 "fp8": "fp8 weights need 8.0 (Marlin weight-only below 8.9, native W8A8 from 8.9)",
+                 "bitsandbytes": "bitsandbytes needs 7.0", "mxfp4": "mxfp4 needs 8.0 (Marlin below 9.0)"}  # fmt: skip
+        text = names.get(kernel, f"compressed-tensors {why} needs {_cc_text(need)}")
+        raise SizingError("quantization", f"{text}; {ctx.gpu_name} has compute capability {_cc(ctx)}")
+    native_fp8 = ctx.fp8 or not known
+    if (method == "fp8" or spec.quant_scheme == "fp8-w8a8") and not native_fp8:
+        reasons.append(
+            f"fp8 weights run through the weight-only Marlin kernel on compute capability {_cc(ctx)} "
+            "(native fp8 W8A8 needs 8.9)"
+        )
+    return kernel
 
 
 def fit(request: FitRequest) -> FitResult:
@@ -317,15 +426,10 @@ def fit(request: FitRequest) -> FitResult:
 
     ctx = _context(req)
     ctx = replace(ctx, spec=_with_quantization(ctx.spec, req.quantization))
-    spec = ctx.spec
     reasons: list[str] = []
-    if spec.quantization in ("fp8",) and ctx.device == "cuda" and ctx.compute_capability is not None:
-        if ctx.compute_capability < (8, 0):
-            raise SizingError(
-                "quantization", f"fp8 weights need compute capability 8.0+; {ctx.gpu_name} has {_cc(ctx)}"
-            )
-        if not ctx.fp8:
-            reasons.append("fp8 weights run through the weight-only Marlin kernel here (no native fp8)")
+    kernel = _choose_kernel(ctx, req.quantization, reasons)
+    ctx = replace(ctx, spec=replace(ctx.spec, quant_kernel=kernel))
+    spec = ctx.spec
     dtype = _choose_dtype(ctx, req, reasons)
     kv_dtype = req.kv_cache_dtype or "auto"
     old_gpu = ctx.compute_capability is not None and ctx.compute_capability < (8, 0)
@@ -378,6 +482,14 @@ def fit(request: FitRequest) -> FitResult:
             and mem.tight.kv_bytes + mem.tight.cudagraph_bytes > 0
             and mem.tight.cudagraph_bytes > 0.25 * (mem.tight.kv_bytes + mem.tight.cudagraph_bytes)
         ):
+            dep = replace(dep, enforce_eager=True)
+            mem = _evaluate(ctx, dep)
+        if _post_profile_short(mem) and req.gpu_memory_utilization is None:
+            lower = _utilization_that_leaves_room(dep, mem)
+            if lower is not None:
+                dep = replace(dep, gpu_memory_utilization=lower)
+                mem = _evaluate(ctx, dep)
+        if eager_given is None and any(rank.oom_after_profile for rank in mem.ranks):
             dep = replace(dep, enforce_eager=True)
             mem = _evaluate(ctx, dep)
         return dep, mem
@@ -437,8 +549,33 @@ def _choose_max_len(memory_at: Any, model_max: int) -> int:
     return max(min(fit_len, model_max), 16)
 
 
-def _outcome(mem: ReplicaMemory, max_len: int) -> str:
+def _post_profile_short(mem: ReplicaMemory) -> bool:
+    """Start-up refused for free memory, or CUDA graph capture out of memory after the KV cache is allocated."""
+    return any(rank.startup_refused or rank.oom_after_profile for rank in mem.ranks)
+
+
+def _failure(mem: ReplicaMemory) -> str | None:
     if any(rank.kv_bytes <= 0 for rank in mem.ranks) or mem.num_blocks == 0:
+        return "load_or_profile"
+    if any(rank.startup_refused for rank in mem.ranks):
+        return "startup_free_memory"
+    if any(rank.oom_after_profile for rank in mem.ranks):
+        return "cuda_graph_capture"
+    return None
+
+
+def _utilization_that_leaves_room(dep: Deployment, mem: ReplicaMemory) -> float | None:
+    """The highest --gpu-memory-utilization (2 decimals) whose outside share holds what comes after the KV cache."""
+    short = max(rank.graphs_after_kv_bytes - rank.headroom_bytes for rank in mem.ranks)
+    if short <= 0:
+        return None
+    util = (dep.gpu_memory_bytes * dep.gpu_memory_utilization - short - POST_PROFILE_MARGIN) / dep.gpu_memory_bytes
+    util = int(util * 100) / 100
+    return util if util >= 0.5 else None
+
+
+def _outcome(mem: ReplicaMemory, max_len: int) -> str:
+    if _failure(mem):
         return "oom"
     if mem.blocks_for(max_len) > mem.num_blocks:
         return "kv_too_small"
@@ -468,7 +605,8 @@ def _result(ctx: _Ctx, req: FitRequest, dep: Deployment, mem: ReplicaMemory, max
         f"sampled rows), non-torch {_gib(rank.non_torch_bytes)}"
         + (f", CUDA graphs {_gib(rank.cudagraph_bytes)}" if rank.cudagraph_bytes else "")
     )
-    if outcome == "oom":
+    failure = _failure(mem)
+    if failure == "load_or_profile":
         reasons.append(f"nothing is left for the KV cache: {_gib(rank.kv_bytes)} after weights and profiling")
     else:
         reasons.append(
@@ -483,9 +621,24 @@ def _result(ctx: _Ctx, req: FitRequest, dep: Deployment, mem: ReplicaMemory, max
         )
     if disable_car:
         reasons.append("--disable-custom-all-reduce: these GPUs have no P2P/NVLink path; NCCL carries TP traffic")
+    reasons += _post_profile_reasons(ctx, dep, mem, failure)
     if dep.enforce_eager and req.enforce_eager is None:
+        graphed = _evaluate(ctx, replace(dep, enforce_eager=False))
+        if _post_profile_short(graphed):
+            after = max(r.graphs_after_kv_bytes for r in graphed.ranks)
+            reasons.append(
+                f"--enforce-eager: CUDA graphs ({_gib(after)}) captured after the KV cache would not fit the "
+                f"{_gib(graphed.tight.headroom_bytes)} left outside --gpu-memory-utilization "
+                f"{dep.gpu_memory_utilization:g}"
+            )
+        else:
+            reasons.append(
+                "--enforce-eager: CUDA graphs would take more than a quarter of the memory left for the KV cache"
+            )
+    if req.gpu_memory_utilization is None and dep.gpu_memory_utilization < ctx.traits.gpu_memory_utilization:
         reasons.append(
-            "--enforce-eager: CUDA graphs would take more than a quarter of the memory left for the KV cache"
+            f"--gpu-memory-utilization {dep.gpu_memory_utilization:g} (not {ctx.traits.gpu_memory_utilization:g}): "
+            "leaves room outside the budget for the CUDA graphs captured after the KV cache"
         )
     if not ctx.traits.v1 and ctx.device == "cuda":
         reasons.append(f"vLLM {ctx.version} runs the V0 engine here (CUDA graphs are not counted by its profiler)")
@@ -523,7 +676,107 @@ def _result(ctx: _Ctx, req: FitRequest, dep: Deployment, mem: ReplicaMemory, max
         vllm_args=args,
         reasons=reasons,
         suggestions=suggestions,
+        quantization_kernel=spec.quant_kernel,
+        failure=failure,
+        cudagraph_after_kv_gib=rank_after(mem) / GIB,
+        headroom_gib=mem.tight.headroom_bytes / GIB,
+        cudagraph_capture_sizes=capture_plan(dep, ctx.traits)[0] or capture_plan(dep, ctx.traits)[1],
     )
+
+
+def rank_after(mem: ReplicaMemory) -> int:
+    """The largest post-KV graph capture of any rank."""
+    return max(r.graphs_after_kv_bytes for r in mem.ranks)
+
+
+def _post_profile_reasons(ctx: _Ctx, dep: Deployment, mem: ReplicaMemory, failure: str | None) -> list[str]:
+    """What happens after "Available KV cache memory" is logged, in numbers."""
+    if ctx.device != "cuda":
+        return []
+    rank = max(mem.ranks, key=lambda r: r.graphs_after_kv_bytes - r.headroom_bytes)
+    context = "" if ctx.traits.non_torch_includes_context else f" - CUDA context {_gib(CUDA_CONTEXT)}"
+    other = f" - other processes {_gib(dep.other_bytes)}" if dep.other_bytes else ""
+    out: list[str] = []
+    if failure == "startup_free_memory":
+        free = dep.gpu_memory_bytes - dep.other_bytes - (0 if ctx.traits.non_torch_includes_context else CUDA_CONTEXT)
+        out.append(
+            f"vLLM refuses to start: free memory {_gib(free)} is less than the requested {_gib(rank.requested_bytes)}"
+            f" (--gpu-memory-utilization {dep.gpu_memory_utilization:g} of {_gib(dep.gpu_memory_bytes)})"
+        )
+        return out
+    if rank.graphs_after_kv_bytes:
+        piecewise, full = capture_plan(dep, ctx.traits)
+        verdict = "does not fit" if rank.oom_after_profile else "fits"
+        out.append(
+            f"after the KV cache is allocated, CUDA graph capture ({len(piecewise)} piecewise + {len(full)} full "
+            f"graphs, not reserved by vLLM {ctx.version}'s profile) takes about {_gib(rank.graphs_after_kv_bytes)}; "
+            f"outside the budget there is {_gib(dep.gpu_memory_bytes)} - {_gib(rank.requested_bytes)}{context}{other}"
+            f" = {_gib(rank.headroom_bytes)}: {verdict}"
+        )
+    if failure == "cuda_graph_capture":
+        out.append("so the start-up dies with CUDA out of memory while capturing CUDA graphs, after the KV cache")
+    return out
+
+
+def _post_profile_ways_out(ctx: _Ctx, req: FitRequest, dep: Deployment, mem: ReplicaMemory,
+                           max_len: int) -> list[str]:  # fmt: skip
+    """For a start-up that dies after profiling: the settings that leave the graphs room, each checked."""
+    failure = _failure(mem)
+    out: list[str] = []
+    if failure is None and dep.enforce_eager and req.enforce_eager is None:
+        graphed = replace(dep, enforce_eager=False)
+        lower = _utilization_that_leaves_room(graphed, _evaluate(ctx, graphed))
+        if lower is not None:
+            trial = _evaluate(ctx, replace(graphed, gpu_memory_utilization=lower))
+            if _outcome(trial, max_len) == "ok":
+                out.append(
+                    f"to keep CUDA graphs (faster decoding) instead of --enforce-eager: --gpu-memory-utilization "
+                    f"{lower:g} fits, with {trial.kv_cache_tokens:,} tokens of KV cache"
+                )
+    if failure not in ("startup_free_memory", "cuda_graph_capture"):
+        return out
+    lower = _utilization_that_leaves_room(dep, mem)
+    if failure == "startup_free_memory":
+        free = dep.gpu_memory_bytes - dep.other_bytes - (0 if ctx.traits.non_torch_includes_context else CUDA_CONTEXT)
+        lower = int((free - POST_PROFILE_MARGIN) / dep.gpu_memory_bytes * 100) / 100
+    if lower is not None and lower > 0:
+        trial = _evaluate(ctx, replace(dep, gpu_memory_utilization=lower))
+        if _outcome(trial, max_len) == "ok":
+            out.append(f"--gpu-memory-utilization {lower:g} fits, with {trial.kv_cache_tokens:,} tokens of KV cache")
+        else:
+            out.append(f"--gpu-memory-utilization {lower:g} leaves room for the graphs but the KV cache is then too "
+                       f"small for {max_len:,} tokens")  # fmt: skip
+    if failure == "startup_free_memory" and dep.other_bytes:
+        out.append(f"free the GPU: other processes hold {_gib(dep.other_bytes)} of it")
+    if failure == "cuda_graph_capture":
+        for seqs in (128, 64, 32, 16, 8):
+            if seqs >= dep.max_num_seqs:
+                continue
+            trial = _evaluate(ctx, replace(dep, max_num_seqs=seqs))
+            if _outcome(trial, max_len) == "ok":
+                out.append(f"--max-num-seqs {seqs}: fewer CUDA graph capture sizes (up to {seqs * 2}), fits")
+                break
+        for top in (256, 128, 64, 32, 16, 8):
+            sizes = tuple(s for s in (1, 2, 4, 8, 16, 32, 64, 128, 256) if s <= top)
+            trial = _evaluate(ctx, replace(dep, capture_sizes=sizes))
+            if _outcome(trial, max_len) == "ok":
+                listed = ", ".join(map(str, sizes))
+                before = len(capture_plan(dep, ctx.traits)[0])
+                out.append(f"--compilation-config '{{\"cudagraph_capture_sizes\": [{listed}]}}': "
+                           f"{len(sizes)} capture sizes instead of {before}, fits")  # fmt: skip
+                break
+        eager = _evaluate(ctx, replace(dep, enforce_eager=True))
+        if _outcome(eager, max_len) == "ok":
+            out.append(
+                f"--enforce-eager: no CUDA graphs ({_gib(rank_after(mem))} saved), slower decoding; "
+                f"{eager.kv_cache_tokens:,} tokens of KV cache"
+            )
+        if ctx.traits.v1 and not ctx.traits.cudagraph_in_profile:
+            out.append(
+                "vLLM 0.21+ reserves CUDA graph memory in its profile (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1 "
+                "by default), trading KV cache for a start-up that does not die"
+            )
+    return out
 
 
 def _vllm_args(ctx: _Ctx, req: FitRequest, dep: Deployment, max_len: int, disable_car: bool) -> list[str]:
@@ -544,6 +797,9 @@ def _vllm_args(ctx: _Ctx, req: FitRequest, dep: Deployment, max_len: int, disabl
         args += ["--block-size", str(req.block_size)]
     if dep.enforce_eager and ctx.device == "cuda":
         args.append("--enforce-eager")
+    elif dep.capture_sizes and ctx.device == "cuda":
+        sizes = ", ".join(map(str, sorted(set(dep.capture_sizes))))
+        args += ["--compilation-config", f'{{"cudagraph_capture_sizes": [{sizes}]}}']
     if disable_car:
         args.append("--disable-custom-all-reduce")
     return filter_args_for_version(args, ctx.version)
@@ -562,22 +818,17 @@ def _suggestions(ctx: _Ctx, req: FitRequest, dep: Deployment, mem: ReplicaMemory
             out.append(f"needs {count} x {dep.gpu_memory_bytes / GIB:.0f} GiB GPUs (TP {tp}) for {max_len:,} tokens")
         for variant, tokens in _quantized_variants(ctx, req, dep, max_len):
             out.append(f"use the quantized variant {variant}: fits with {tokens:,} tokens of KV cache")
-        if dep.gpu_memory_utilization < 0.95:
+        if dep.gpu_memory_utilization < 0.95 and not _post_profile_short(
+            _evaluate(ctx, replace(dep, gpu_memory_utilization=0.95))
+        ):
             out.append("--gpu-memory-utilization 0.95 gives the KV cache a little more when nothing else uses the GPU")
     if ctx.fp8 and dep.kv_cache_dtype == "auto" and ctx.device == "cuda" and outcome != "oom":
         doubled = replace(dep, kv_cache_dtype="fp8")
         tokens = _evaluate(ctx, doubled).kv_cache_tokens
         if outcome != "ok" or mem.max_concurrency(max_len) < MIN_CONCURRENCY:
             out.append(f"--kv-cache-dtype fp8 holds {tokens:,} tokens instead of {mem.kv_cache_tokens:,}")
-    if ctx.device == "cuda" and not dep.enforce_eager and not ctx.traits.cudagraph_in_profile:
-        # Before 0.21 graphs were captured after the KV cache was allocated, out of the memory left unrequested.
-        graphs = cudagraph_memory(spec, dep, mem.tight.layers)
-        headroom = dep.gpu_memory_bytes * (1 - dep.gpu_memory_utilization)
-        if graphs > headroom:
-            out.append(
-                f"CUDA graphs need about {_gib(graphs)} but only {_gib(headroom)} is left outside "
-                f"--gpu-memory-utilization {dep.gpu_memory_utilization:g}: add --enforce-eager or lower the fraction"
-            )
+    if ctx.device == "cuda":
+        out += _post_profile_ways_out(ctx, req, dep, mem, max_len)
     if spec.is_moe and dep.tp > 1 and outcome == "ok":
         out.append("MoE model: --enable-expert-parallel spreads whole experts instead of slicing each one")
     return out

@@ -5,6 +5,11 @@ what a profiling run measured: the weights on this rank, the torch peak of one d
 ``max_num_batched_tokens`` tokens followed by a dummy sampling step over ``max_num_seqs`` rows of logits, memory
 allocated outside torch (NCCL buffers; the CUDA context in V1 of 0.8/0.9) and, in recent versions, an estimate
 of CUDA graph memory. The KV cache is then cut into blocks of ``block_size`` tokens for every layer.
+
+After the KV cache is allocated, vLLM captures CUDA graphs (``capture_model``). Whatever of that the profile did
+not reserve (all of it before 0.21, when VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS became the default) must fit
+the memory left outside the budget: total − total × utilization − the CUDA context − other processes. That is
+where start-ups die after "Available KV cache memory" was already logged.
 """
 
 from __future__ import annotations
@@ -29,9 +34,16 @@ CUSTOM_ALL_REDUCE_BUFFERS = 32 * MIB  # IPC staging buffers of vLLM's custom all
 CUDA_CONTEXT = 0.45 * GIB
 # fused_moe processes at most this many tokens at a time (VLLM_FUSED_MOE_CHUNK_SIZE).
 FUSED_MOE_CHUNK = 32768
-# Per captured graph and decoder layer: graph nodes and the kernels' private buffers (piecewise graphs plus
-# the full decode graphs that newer versions capture as well); the shared pool adds one forward pass.
-CUDAGRAPH_BYTES_PER_GRAPH_LAYER = 0.25 * MIB
+# Per captured graph and decoder layer: the instantiated graph's kernel nodes and the small blocks the shared
+# pool cannot hand back between captures. V1: fitted to a public vLLM 0.21 log (Qwen3-8B: 51 piecewise + 35
+# full graphs over 36 layers estimated at 0.52 GiB, tests/sizing/test_seeds.py), and bounded above by seed 001
+# (a 70B AWQ on two 4090s at 0.95 captured its 67 piecewise graphs of 80 layers in the 1.18 GiB outside the
+# budget: at most 0.22 MiB). V0's whole-model graphs: Llama-3.2-1B logged 0.21 GiB for 35 graphs of 16 layers
+# (vLLM PR #11349). Cost is per kernel, so an MoE layer (router GEMM, top-k, align/sort, two grouped GEMMs,
+# activation, sum: about 15 kernels against a dense layer's 10) weighs MOE_LAYER_GRAPH_WEIGHT of a dense one.
+CUDAGRAPH_BYTES_PER_GRAPH_LAYER = 0.16 * MIB
+V0_CUDAGRAPH_BYTES_PER_GRAPH_LAYER = 0.36 * MIB
+MOE_LAYER_GRAPH_WEIGHT = 1.5
 
 
 def pad_vocab(vocab: int) -> int:
@@ -59,6 +71,30 @@ def cudagraph_capture_sizes(max_num_seqs: int) -> list[int]:
     return sizes
 
 
+def capture_plan(dep: Deployment, traits: EngineTraits) -> tuple[list[int], list[int]]:
+    """(piecewise sizes, full-graph sizes) one rank captures, by engine version.
+
+    V0 captured one full graph per batch size up to min(max_num_seqs, 256). V1 before 0.11 captured piecewise
+    graphs (attention left eager) for 1, 2, 4, 8..512 up to max_num_batched_tokens; from 0.11 the sizes stop at
+    2 x max_num_seqs (16-steps past 256) and FULL_AND_PIECEWISE adds full decode graphs up to max_num_seqs.
+    ``--compilation-config '{"cudagraph_capture_sizes": [...]}'`` replaces the list.
+    """
+    if dep.enforce_eager or dep.device != "cuda":
+        return [], []
+    if not traits.v1:
+        pool = [1, 2, 4] + list(range(8, 257, 8))
+        return [], [s for s in pool if s <= min(dep.max_num_seqs, 256)] or [1]
+    if dep.capture_sizes:
+        sizes = sorted(set(dep.capture_sizes))
+    elif traits.version < (0, 11, 0):
+        sizes = [1, 2, 4] + list(range(8, 513, 8))
+    else:
+        sizes = cudagraph_capture_sizes(dep.max_num_seqs)
+    sizes = [s for s in sizes if s <= dep.max_num_batched_tokens] or [1]
+    full = [s for s in sizes if s <= dep.max_num_seqs] if traits.version >= (0, 11, 0) else []
+    return sizes, full
+
+
 @dataclass(frozen=True)
 class Deployment:
     """How one replica is laid out and configured; everything the memory model takes besides the model."""
@@ -76,6 +112,9 @@ class Deployment:
     block_size: int = 16
     kv_cache_memory_bytes: int | None = None  # explicit cache size: profiling no longer decides it
     device: str = "cuda"
+    other_bytes: int = 0  # what other processes hold on each GPU when vLLM starts (a desktop, another instance)
+    capture_sizes: tuple[int, ...] | None = None  # --compilation-config cudagraph_capture_sizes
+    cudagraph_estimate: bool | None = None  # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS; None = the version's default
 
 
 @dataclass(frozen=True)
@@ -95,6 +134,18 @@ class RankMemory:
     blocks_per_request_fixed: int  # blocks a request holds in sliding-window groups regardless of its length
     full_groups: int
     kv_groups: int
+    graphs_after_kv_bytes: int = 0  # CUDA graph memory captured after the KV cache, outside the profiled budget
+    headroom_bytes: int = 0  # total - requested - CUDA context (when outside the budget) - other processes
+
+    @property
+    def startup_refused(self) -> bool:
+        """vLLM (V1 0.10+) refuses to start when free memory is below total x utilization."""
+        return self.headroom_bytes < 0
+
+    @property
+    def oom_after_profile(self) -> bool:
+        """Loads and sizes its KV cache, then runs out of memory capturing CUDA graphs."""
+        return not self.startup_refused and self.graphs_after_kv_bytes > self.headroom_bytes
 
 
 def kv_bytes_per_token_layer(spec: ModelSpec, tp: int, kv_dtype_bytes: float) -> float:
@@ -181,14 +232,46 @@ def non_torch(dep: Deployment, traits: EngineTraits) -> int:
     return int(total)
 
 
-def cudagraph_memory(spec: ModelSpec, dep: Deployment, layers_here: int) -> int:
-    """Estimate of CUDA graph memory (what recent vLLM subtracts before sizing the KV cache)."""
-    sizes = cudagraph_capture_sizes(dep.max_num_seqs)
-    largest = max(sizes)
+def cudagraph_memory(spec: ModelSpec, dep: Deployment, layers_here: int, traits: EngineTraits | None = None) -> int:
+    """CUDA graph memory of one rank: a per-graph cost for every layer each graph spans, plus the shared pool.
+
+    Graphs are captured largest first into one private pool, and each piece's outputs are weak references, so
+    the pool holds about one layer's activations of the largest batch (residual stream, the MLP or fused-MoE
+    intermediates); every instantiated graph keeps its own nodes.
+    """
+    if traits is None:
+        piecewise, full = cudagraph_capture_sizes(dep.max_num_seqs), []
+    else:
+        piecewise, full = capture_plan(dep, traits)
+    if not piecewise and not full:
+        return 0
+    moe_share = sum(spec.moe_layers) / spec.num_layers
+    weight = layers_here * (1 + (MOE_LAYER_GRAPH_WEIGHT - 1) * moe_share)
+    largest = max(piecewise + full)
     h = spec.hidden_size
     inter = max(spec.intermediate_size, spec.experts_per_token * spec.moe_intermediate_size)
-    pool = largest * DTYPE_BYTES[dep.dtype] * (2 * h + 3 * inter // dep.tp)
-    return int(len(sizes) * layers_here * CUDAGRAPH_BYTES_PER_GRAPH_LAYER + pool)
+    per_token = 2 * h + 3 * inter // dep.tp
+    if spec.is_moe:
+        per_token += spec.experts_per_token * h  # fused_moe's third cache: top-k rows of hidden width
+    pool = largest * DTYPE_BYTES[dep.dtype] * per_token
+    per_graph_layer = V0_CUDAGRAPH_BYTES_PER_GRAPH_LAYER if traits is not None and not traits.v1 else None
+    per_graph_layer = per_graph_layer or CUDAGRAPH_BYTES_PER_GRAPH_LAYER
+    return int((len(piecewise) + len(full)) * weight * per_graph_layer + pool)
+
+
+def cudagraphs_reserved(dep: Deployment, traits: EngineTraits) -> bool:
+    """Whether the profile subtracts the graph estimate before sizing the KV cache (default from 0.21)."""
+    if dep.cudagraph_estimate is not None:
+        return traits.v1 and dep.cudagraph_estimate
+    return traits.cudagraph_in_profile
+
+
+def headroom(dep: Deployment, traits: EngineTraits) -> int:
+    """Memory outside the budget once the KV cache is allocated: what post-profile allocations must fit."""
+    outside = dep.gpu_memory_bytes - int(dep.gpu_memory_bytes * dep.gpu_memory_utilization) - dep.other_bytes
+    if not traits.non_torch_includes_context:
+        outside -= CUDA_CONTEXT  # created before vLLM's first snapshot, so never inside its accounting
+    return int(outside)
 
 
 def kv_dtype_bytes(dep: Deployment) -> float:
@@ -211,9 +294,17 @@ def rank_memory(spec: ModelSpec, dep: Deployment, traits: EngineTraits, pp_rank:
         activation = activation_peak(spec, dep, traits, last)
         other = non_torch(dep, traits)
         graphs = 0
-        if traits.cudagraph_in_profile and not dep.enforce_eager:
-            graphs = cudagraph_memory(spec, dep, len(stage))
+        if cudagraphs_reserved(dep, traits) and not dep.enforce_eager:
+            graphs = cudagraph_memory(spec, dep, len(stage), traits)
         kv = requested - weights - activation - other - graphs
+    after = 0
+    outside = headroom(dep, traits)
+    if dep.device == "cuda" and not graphs:
+        after = cudagraph_memory(spec, dep, len(stage), traits)
+    if dep.kv_cache_memory_bytes is not None:
+        # An explicit cache size ignores the utilization: what is left is the card minus everything allocated.
+        outside = dep.gpu_memory_bytes - weights - activation - other - kv - dep.other_bytes
+        outside -= 0 if traits.non_torch_includes_context else int(CUDA_CONTEXT)
 
     per_layer = kv_bytes_per_token_layer(spec, dep.tp, kv_dtype_bytes(dep))
     kinds = [spec.layer_attention[i] for i in stage]
@@ -245,6 +336,8 @@ def rank_memory(spec: ModelSpec, dep: Deployment, traits: EngineTraits, pp_rank:
         blocks_per_request_fixed=fixed,
         full_groups=full_groups,
         kv_groups=max(1, full_groups + slide_groups),
+        graphs_after_kv_bytes=after,
+        headroom_bytes=outside if dep.device == "cuda" else 0,
     )
 
 

@@ -8,6 +8,7 @@ with how each one is sharded under tensor parallelism and whether quantization s
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -80,9 +81,16 @@ class ModelSpec:
     shared_expert_intermediate_size: int = 0
     kv_lora_rank: int = 0  # MLA: the cache holds kv_lora_rank + qk_rope_head_dim per token and layer
     qk_rope_head_dim: int = 0
-    quantization: str | None = None
+    quantization: str | None = None  # quant_method as vLLM normalizes it (awq, gptq, fp8, compressed-tensors ...)
     quant_bits: float = 16.0
-    quant_group_size: int = 128
+    quant_group_size: int = 128  # <= 0: no groups (per-channel or per-tensor scales)
+    quant_scheme: str = ""  # finer kind: int (awq/gptq/wNa16), int-w8a8, fp8-w8a8, fp8-block, nf4, int8, mxfp4
+    quant_zero_point: bool = False  # asymmetric: a packed zero point per group besides the scale
+    quant_double_quant: bool = True  # bitsandbytes 4-bit: absmax themselves quantized to 8 bits
+    quant_block: tuple[int, int] | None = None  # block-wise fp8: one fp32 scale per block
+    quant_lm_head: bool = False  # GPTQ "lm_head": true quantizes the output projection too
+    quant_skip: tuple[tuple[str, float], ...] = ()  # (part, fraction left unquantized): ignore lists
+    quant_kernel: str | None = None  # the kernel vLLM runs it with on the target GPU (set by fit)
     weight_bytes: int | None = None  # exact checkpoint bytes when known
     parts: tuple[WeightPart, ...] = field(default=(), repr=False)
 
@@ -109,23 +117,42 @@ class ModelSpec:
 
 
 def param_bytes(spec: ModelSpec, part: WeightPart, dtype_bytes: float) -> float:
-    """Bytes per element of ``part`` once loaded: quantized linear layers shrink, the rest is ``dtype_bytes``."""
+    """Bytes per element of ``part`` once loaded: quantized layers shrink, the rest stays ``dtype_bytes``.
+
+    Counted from the storage formats: packed elements plus the scales (and zero points) each group, block,
+    channel or tensor carries, because those are what the loader allocates.
+    """
     method = spec.quantization
-    if method is None or part.quant == "none":
+    quantized = part.quant != "none" or (part.name == "lm_head" and spec.quant_lm_head)
+    if method is None or not quantized:
         return dtype_bytes
     if method == "mxfp4":
         # 4-bit elements plus one 8-bit shared exponent per 32; only the experts are stored this way.
         return 0.5 + 1 / 32 if part.quant == "expert" else dtype_bytes
-    if method == "fp8" or (method == "compressed-tensors" and spec.quant_bits >= 8):
-        return 1.0 + 4 / (128 * 128)  # e4m3 elements and one fp32 scale per 128x128 block
-    if method == "bitsandbytes" and spec.quant_bits >= 8:
-        return 1.0 + 4 / 64
-    bits = spec.quant_bits
+    skipped = dict(spec.quant_skip).get(part.name, 0.0)
+    return skipped * dtype_bytes + (1 - skipped) * _quantized_bytes(spec)
+
+
+def _quantized_bytes(spec: ModelSpec) -> float:
+    """Bytes per quantized weight element, scales and zero points included."""
+    method, bits, h = spec.quantization, spec.quant_bits, spec.hidden_size
     if method == "bitsandbytes":
-        return bits / 8 + 1 / 64  # 4-bit elements, double-quantized absmax per 64
-    group = spec.quant_group_size if spec.quant_group_size > 0 else 1 << 30
-    # awq / gptq / int4 compressed-tensors: packed elements + an fp16 scale and a packed zero point per group.
-    return bits / 8 + (2 + bits / 8) / group
+        if bits >= 8:
+            return 1.0 + 4 / h  # LLM.int8: int8 rows and one fp32 absmax (SCB) per output row
+        # nf4: two elements a byte, one absmax per 64; double quantization stores it as 8 bits + fp32 per 256
+        return 0.5 + (1 / 64 + 4 / (64 * 256) if spec.quant_double_quant else 4 / 64)
+    if bits >= 8 and spec.quant_scheme in ("fp8-block", "fp8-w8a8", "fp8-w8a16", "fp8", "int-w8a8", "int8"):
+        if spec.quant_block:
+            return 1.0 + 4 / (spec.quant_block[0] * spec.quant_block[1])  # one fp32 scale per block
+        return 1.0 + 4 / h  # per-channel scales (per-tensor ones are smaller still)
+    group = spec.quant_group_size if spec.quant_group_size > 0 else h  # no groups: one scale per channel
+    zero = bits / 8 if spec.quant_zero_point else 0.0
+    if spec.quant_kernel == "gptq_marlin" and not spec.quant_zero_point:
+        zero = 0.0  # Marlin repacking drops the unused symmetric zero points
+    elif method == "gptq":
+        zero = bits / 8  # GPTQ checkpoints store qzeros even when symmetric
+    # packed elements + an fp16 scale (and a packed zero point) per group
+    return bits / 8 + (2 + zero) / group
 
 
 # ----------------------------------------------------------------------------- config parsing
@@ -168,27 +195,119 @@ def _layer_attention(cfg: Mapping[str, Any], model_type: str, layers: int) -> tu
     return ("sliding",) * layers, window  # Mistral v0.1 style: every layer windowed
 
 
-def _quantization(config: Mapping[str, Any]) -> tuple[str | None, float, int]:
+_ATTENTION_PARTS = ("q_proj", "kv_proj", "o_proj", "q_a_proj", "q_b_proj", "kv_a_proj", "kv_b_proj")
+# module-name fragment -> (parts, share of each part): how ignore lists name vLLM's layers
+_MODULE_PARTS: tuple[tuple[str, tuple[str, ...], float], ...] = (
+    ("shared_expert", ("shared_experts",), 1.0),
+    ("experts", ("experts",), 1.0),
+    ("q_proj", ("q_proj",), 1.0),
+    ("k_proj", ("kv_proj",), 0.5),
+    ("v_proj", ("kv_proj",), 0.5),
+    ("o_proj", ("o_proj",), 1.0),
+    ("kv_b_proj", ("kv_b_proj",), 1.0),
+    ("kv_a_proj", ("kv_a_proj",), 1.0),
+    ("q_a_proj", ("q_a_proj",), 1.0),
+    ("q_b_proj", ("q_b_proj",), 1.0),
+    ("self_attn", _ATTENTION_PARTS, 1.0),
+    ("attn", _ATTENTION_PARTS, 1.0),
+    ("gate_proj", ("mlp",), 1 / 3),
+    ("up_proj", ("mlp",), 1 / 3),
+    ("down_proj", ("mlp",), 1 / 3),
+    ("mlp", ("mlp", "experts", "shared_experts"), 1.0),
+)
+
+
+@dataclass(frozen=True)
+class QuantInfo:
+    """What ``quantization_config`` says about the stored weights."""
+
+    method: str | None = None
+    bits: float = 16.0
+    group_size: int = 128
+    scheme: str = ""
+    zero_point: bool = False
+    double_quant: bool = True
+    block: tuple[int, int] | None = None
+    lm_head: bool = False
+    ignore: tuple[str, ...] = ()
+
+
+def _quantization(config: Mapping[str, Any]) -> QuantInfo:
+    """Read quantization_config the way vLLM's quantization configs do (``from_config`` of each method)."""
     qc = config.get("quantization_config") or _text_config(config).get("quantization_config")
     if not isinstance(qc, Mapping):
-        return None, 16.0, 128
-    method = str(qc.get("quant_method", "")).lower() or None
+        return QuantInfo()
+    method = str(qc.get("quant_method", "")).lower().replace("compressed_tensors", "compressed-tensors") or None
+    if method == "bitsandbytes":
+        eight = bool(qc.get("load_in_8bit"))
+        kind = "int8" if eight else str(qc.get("bnb_4bit_quant_type") or "nf4")
+        double = bool(qc.get("bnb_4bit_use_double_quant", False))
+        return QuantInfo(method, 8.0 if eight else 4.0, 0, kind, double_quant=double,
+                         ignore=_names(qc.get("llm_int8_skip_modules")))  # fmt: skip
+    if method == "fp8":
+        block = qc.get("weight_block_size")
+        pair = (int(block[0]), int(block[1])) if isinstance(block, list) and len(block) == 2 else None
+        ignore = _names(qc.get("ignored_layers")) + _names(qc.get("modules_to_not_convert"))
+        return QuantInfo(method, 8.0, 0, "fp8-block" if pair else "fp8", block=pair, ignore=ignore)
+    if method == "mxfp4":
+        return QuantInfo(method, 4.0, 32, "mxfp4", ignore=_names(qc.get("modules_to_not_convert")))
+    if method == "compressed-tensors":
+        return _compressed_tensors(qc)
     bits = qc.get("bits") or qc.get("w_bit") or 4
     group = qc.get("group_size") or qc.get("q_group_size") or 128
-    if method == "bitsandbytes":
-        bits = 8 if qc.get("load_in_8bit") else 4
-    if method == "fp8":
-        bits = 8
-    if method == "compressed-tensors":
-        bits, group = 8, 128
-        for group_cfg in (qc.get("config_groups") or {}).values():
-            weights = group_cfg.get("weights") if isinstance(group_cfg, Mapping) else None
-            if isinstance(weights, Mapping):
-                bits = weights.get("num_bits", bits)
-                group = weights.get("group_size") or group
-    if method == "mxfp4":
-        bits = 4
-    return method, float(bits), int(group)
+    if method == "awq":
+        zero = bool(qc.get("zero_point", True))
+        return QuantInfo(method, float(bits), int(group), "int", zero, ignore=_names(qc.get("modules_to_not_convert")))
+    zero = method == "gptq" and not qc.get("sym", True)
+    return QuantInfo(method, float(bits), int(group), "int", zero, lm_head=bool(qc.get("lm_head", False)))
+
+
+def _compressed_tensors(qc: Mapping[str, Any]) -> QuantInfo:
+    """compressed-tensors: the scheme of the config group that targets Linear layers (bits, strategy, activations)."""
+    bits, group, scheme, zero, block = 8.0, 0, "int-w8a8", False, None
+    for group_cfg in (qc.get("config_groups") or {}).values():
+        weights = group_cfg.get("weights") if isinstance(group_cfg, Mapping) else None
+        if not isinstance(weights, Mapping):
+            continue
+        acts = group_cfg.get("input_activations")
+        bits = float(weights.get("num_bits", bits))
+        kind = str(weights.get("type", "int"))
+        strategy = str(weights.get("strategy", "tensor"))
+        group = int(weights.get("group_size") or 0) if strategy == "group" else 0
+        zero = not weights.get("symmetric", True)
+        structure = weights.get("block_structure")
+        if strategy == "block" and isinstance(structure, list) and len(structure) == 2:
+            block = (int(structure[0]), int(structure[1]))
+        if kind == "float" and bits == 8:
+            scheme = "fp8-w8a8" if isinstance(acts, Mapping) else "fp8-w8a16"
+        elif bits == 8 and isinstance(acts, Mapping):
+            scheme = "int-w8a8"
+        else:
+            scheme = f"w{int(bits)}a16"
+        break
+    return QuantInfo("compressed-tensors", bits, group, scheme, zero, block=block, ignore=_names(qc.get("ignore")))
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in value) if isinstance(value, (list, tuple)) else ()
+
+
+def _quant_skip(ignore: tuple[str, ...], layers: int) -> tuple[tuple[str, float], ...]:
+    """Share of each weight part an ignore list keeps in 16 bits (a module of one layer counts 1/layers)."""
+    shares: dict[str, float] = {}
+    for entry in ignore:
+        name = entry.removeprefix("re:")
+        indices = set(re.findall(r"layers\.(\d+)\.", name))
+        span = len(indices) / layers if indices else 1.0
+        leaf = name.rsplit(".", 1)[-1].rstrip("$")
+        if leaf == "gate" or "router" in name:
+            continue  # MoE routers are never quantized anyway
+        for fragment, parts, share in _MODULE_PARTS:
+            if fragment in name:
+                for part in parts:
+                    shares[part] = min(1.0, shares.get(part, 0.0) + share * span)
+                break
+    return tuple(sorted(shares.items()))
 
 
 def model_from_config(config: dict, name: str, weight_bytes: int | None = None) -> ModelSpec:
@@ -224,7 +343,7 @@ def model_from_config(config: dict, name: str, weight_bytes: int | None = None) 
         moe_layers = (False,) * layers
     kv_lora = int(cfg.get("kv_lora_rank") or 0)
     rope_dim = int(cfg.get("qk_rope_head_dim") or 0)
-    method, bits, group = _quantization(config)
+    quant = _quantization(config)
 
     spec = ModelSpec(
         name=name,
@@ -249,9 +368,15 @@ def model_from_config(config: dict, name: str, weight_bytes: int | None = None) 
         shared_expert_intermediate_size=shared,
         kv_lora_rank=kv_lora,
         qk_rope_head_dim=rope_dim,
-        quantization=method,
-        quant_bits=bits,
-        quant_group_size=group,
+        quantization=quant.method,
+        quant_bits=quant.bits,
+        quant_group_size=quant.group_size,
+        quant_scheme=quant.scheme,
+        quant_zero_point=quant.zero_point,
+        quant_double_quant=quant.double_quant,
+        quant_block=quant.block,
+        quant_lm_head=quant.lm_head,
+        quant_skip=_quant_skip(quant.ignore, layers),
         weight_bytes=weight_bytes,
     )
     return _with_parts(spec, config, cfg)
