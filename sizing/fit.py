@@ -13,6 +13,13 @@ Rules the chooser follows when a setting is left open (``None``):
   ``min(model limit, 32768)``.
 - enforce_eager: on when the version reserves CUDA graph memory before the KV cache and the graphs would take
   more than a quarter of it.
+- after the KV cache: where the version captures CUDA graphs outside its budget (before 0.21) and they would not
+  fit total - total x utilization - CUDA context - other processes, an open utilization is lowered to leave them
+  room, else an open enforce_eager is turned on; fixed settings that would die there are reported with the ways
+  out (a lower utilization, fewer capture sizes, --enforce-eager), each checked.
+- quantization: the checkpoint's method; awq/gptq run their Marlin kernels on compute capability 8.0+, as vLLM
+  picks them; --quantization may only name the checkpoint's method (or its Marlin kernel), or fp8/bitsandbytes
+  to quantize an unquantized checkpoint while loading.
 - --disable-custom-all-reduce when TP > 1 and the GPUs have neither P2P nor NVLink (a host fact overrides).
 """
 

@@ -11,7 +11,7 @@ import json
 import re
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,8 @@ class ModelSpec:
     def checkpoint_bytes_counted(self) -> float:
         """Checkpoint size as counted from the config (what ``weight_bytes`` would be), for scaling."""
         dtype_bytes = DTYPE_BYTES.get(self.torch_dtype, 2)
-        return sum(p.params * param_bytes(self, p, dtype_bytes) for p in self.parts)
+        stored = replace(self, quant_kernel=None)  # on disk, before a kernel repacks anything
+        return sum(p.params * param_bytes(stored, p, dtype_bytes) for p in self.parts)
 
 
 def param_bytes(spec: ModelSpec, part: WeightPart, dtype_bytes: float) -> float:

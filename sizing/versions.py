@@ -158,7 +158,10 @@ class EngineTraits:
     v1: bool  # V1 engine (else V0's worker profiling)
     gpu_memory_utilization: float  # default --gpu-memory-utilization
     non_torch_includes_context: bool  # V1 of 0.8/0.9 counted the CUDA context as non-torch memory
-    cudagraph_in_profile: bool  # CUDA graph memory estimated and subtracted before the KV cache is sized
+    # CUDA graph memory estimated and subtracted before the KV cache is sized (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS,
+    # on by default from 0.21 as its start-up log says); before that the graphs are captured after the KV cache,
+    # out of the memory outside the budget.
+    cudagraph_in_profile: bool
     hybrid_kv: bool  # sliding-window layers only keep their window (hybrid KV cache manager)
     chunked_prefill_default: bool
     max_model_len_auto: bool  # --max-model-len auto / -1
