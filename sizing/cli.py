@@ -47,7 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--max-num-batched-tokens", type=int)
     f.add_argument("--max-num-seqs", type=int)
     f.add_argument("--block-size", type=int)
-    f.add_argument("--enforce-eager", action="store_true", default=None)
+    f.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
+                   help="skip CUDA graphs (--no-enforce-eager: keep them, as vLLM does by default); left out: chosen")
+    f.add_argument("--gpu-memory-used-gib", type=float,
+                   help="memory other processes hold on each GPU at start-up (nvidia-smi's used)")
+    f.add_argument("--cudagraph-capture-sizes", type=_sizes, metavar="N,N,...",
+                   help="batch sizes CUDA graphs are captured for (--compilation-config cudagraph_capture_sizes)")
     f.add_argument("--no-p2p", dest="p2p", action="store_false", default=None, help="GPUs cannot talk peer to peer")
     f.add_argument("--use-all-gpus", action="store_true", help="largest valid TP instead of the smallest that fits")
     f.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
@@ -58,6 +63,16 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("gpus", help="list the GPU catalog")
     sub.add_parser("models", help="list the model catalog")
     return parser
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of batch sizes") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must list positive batch sizes, e.g. 1,2,4,8")
+    return sizes
 
 
 def _resolve(args: argparse.Namespace) -> tuple[str | ModelSpec, HubModel | None]:
@@ -93,8 +108,14 @@ def _hub_summary(found: HubModel) -> dict[str, object]:
 
 def _table(result: FitResult, found: HubModel | None = None) -> str:
     verdict = {"ok": "FITS", "kv_too_small": "DOES NOT FIT (KV cache too small)", "oom": "DOES NOT FIT (out of memory)"}
+    when = {"load_or_profile": "loading weights or profiling",
+            "startup_free_memory": "at start-up: less memory free than requested",
+            "cuda_graph_capture": "capturing CUDA graphs, after the KV cache is allocated"}
+    shown = verdict[result.outcome]
+    if result.outcome == "oom" and result.failure in when:
+        shown = f"DOES NOT FIT (out of memory {when[result.failure]})"
     rows = [
-        ("verdict", verdict[result.outcome]),
+        ("verdict", shown),
         ("model", result.model),
         *([("hub", f"{found.hub} @{found.revision} ({found.sha[:12]}{', cached' if found.from_cache else ''}), "
                    f"weights from {found.weight_source}")] if found else []),
@@ -159,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_num_batched_tokens=args.max_num_batched_tokens,
             max_num_seqs=args.max_num_seqs,
             enforce_eager=args.enforce_eager,
+            gpu_memory_used_gib=args.gpu_memory_used_gib,
+            cudagraph_capture_sizes=args.cudagraph_capture_sizes,
             vllm_version=args.vllm_version,
             p2p=args.p2p,
             device=args.device,

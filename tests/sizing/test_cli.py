@@ -60,3 +60,22 @@ def test_catalog_listings() -> None:
     assert gpus.returncode == 0 and "RTX 4090" in gpus.stdout
     models = run("models")
     assert models.returncode == 0 and "Qwen/Qwen3-8B" in models.stdout
+
+
+def test_post_profile_oom_is_named_and_the_way_out_fits() -> None:
+    """vLLM's default (graphs on) at 0.95 on one 4090: the capture after the KV cache dies; 0.9 fits."""
+    common = ("fit", "--model", "Qwen/Qwen2.5-32B-Instruct-AWQ", "--gpu", "4090", "--max-model-len", "8192",
+              "--vllm-version", "0.15.0", "--no-enforce-eager")
+    proc = run(*common, "--gpu-memory-utilization", "0.95")
+    assert proc.returncode == 3, proc.stderr
+    assert "capturing CUDA graphs, after the KV cache is allocated" in proc.stdout
+    data = json.loads(run(*common, "--gpu-memory-utilization", "0.95", "--json").stdout)
+    assert data["failure"] == "cuda_graph_capture"
+    lowered = run(*common, "--gpu-memory-utilization", "0.9")
+    assert lowered.returncode == 0, lowered.stdout
+    busy = run(*common, "--gpu-memory-utilization", "0.9", "--gpu-memory-used-gib", "3")
+    assert busy.returncode == 3 and "DOES NOT FIT (out of memory at start-up" in busy.stdout
+    few = run(*common, "--gpu-memory-utilization", "0.95", "--cudagraph-capture-sizes", "1,2,4", "--json")
+    assert json.loads(few.stdout)["cudagraph_capture_sizes"] == [1, 2, 4]
+    bad = run(*common, "--cudagraph-capture-sizes", "1,x")
+    assert bad.returncode == 2 and "--cudagraph-capture-sizes" in bad.stderr
