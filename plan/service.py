@@ -139,11 +139,11 @@ class ServicePlan:
 
     @property
     def read_only_paths(self) -> str:
-        return quoting.systemd_word(self.model.host_dir)
+        return quoting.systemd_path(self.model.host_dir)
 
     @property
     def read_write_paths(self) -> str:
-        return quoting.systemd_word(self.state_dir)
+        return quoting.systemd_path(self.state_dir)
 
     @property
     def python(self) -> str:
@@ -205,7 +205,7 @@ class ServicePlan:
             )
         lines += [f"  why       {reason}" for reason in s.get("reasons", [])]
         lines += [f"  warning   {warning}" for warning in self.warnings]
-        lines.append(f"  command   {self.command_line}")
+        lines.append(f"  command   {self.shell_command_line}")
         return "\n".join(lines)
 
 

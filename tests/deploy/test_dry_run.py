@@ -142,7 +142,7 @@ def test_dry_run_prints_the_plan_and_changes_and_runs_no_change_command(tmp_path
     sizing = plan.sizing
     assert (f"parallel  tp={sizing['tensor_parallel_size']} pp={sizing['pipeline_parallel_size']}  "
             f"dtype={sizing['dtype']}  max-model-len={plan.max_model_len}") in output
-    assert f"command   {plan.command_line}" in output
+    assert f"command   {plan.shell_command_line}" in output
     for line in driver.summary().splitlines():
         assert line.strip() in output, line
     for setting, flag in (("vllm_tensor_parallel_size", "--tensor-parallel-size"), ("vllm_dtype", "--dtype"),
