@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import SimpleNamespace
@@ -410,27 +410,19 @@ def test_vllm_unit_execstart_is_exactly_the_planned_argv(world_dir: Path) -> Non
     assert _dump_commands(block, "ExecStart") == [_as_parsed(list(plan.argv))]
 
 
-def test_plan_description_holds_a_hostile_served_name(world_dir: Path) -> None:
-    plan = _plan()
-    for i, value in enumerate(HOSTILE):
-        description = dataclasses.replace(plan, served_name=value).description
-        (world_dir / f"s{i}.service").write_text(f"[Unit]\nDescription={description}\n[Service]\n"
-                                                 "ExecStart=/bin/true\n")
-    parsed = _systemd_units(world_dir, [f"s{i}.service" for i in range(len(HOSTILE))])
-    for i, value in enumerate(HOSTILE):
-        block, complaints = parsed[f"s{i}.service"]
-        assert complaints == ""
-        assert _dump_fields(block, "Description") == [
-            quoting.comment_text(f"vLLM OpenAI-compatible server ({value})")]
+def _bare_unit(plan: ServicePlan) -> str:
+    return f"[Unit]\nDescription={plan.description}\n[Service]\nExecStart=/bin/true\n"
 
 
-def test_vllm_unit_description_holds_a_hostile_served_name(world_dir: Path) -> None:
-    if "plan.description" not in (TEMPLATES / "vllm.service.j2").read_text():
-        pytest.skip("templates/vllm.service.j2 does not use plan.description yet")
+def _vllm_unit(plan: ServicePlan) -> str:
+    return get_template(str(TEMPLATES / "vllm.service.j2")).render(plan=plan)
+
+
+@pytest.mark.parametrize("render", [_bare_unit, _vllm_unit], ids=["description", "vllm.service.j2"])
+def test_unit_description_holds_a_hostile_served_name(world_dir: Path, render: Callable[[ServicePlan], str]) -> None:
     plan = _plan()
     for i, value in enumerate(HOSTILE):
-        (world_dir / f"s{i}.service").write_text(get_template(str(TEMPLATES / "vllm.service.j2")).render(
-            plan=dataclasses.replace(plan, served_name=value)))
+        (world_dir / f"s{i}.service").write_text(render(dataclasses.replace(plan, served_name=value)))
     parsed = _systemd_units(world_dir, [f"s{i}.service" for i in range(len(HOSTILE))])
     for i, value in enumerate(HOSTILE):
         block, complaints = parsed[f"s{i}.service"]
