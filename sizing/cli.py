@@ -62,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--json", action="store_true", help="print one JSON object")
     sub.add_parser("gpus", help="list the GPU catalog")
     sub.add_parser("models", help="list the model catalog")
+    c = sub.add_parser("calibration", help="predicted vs vLLM's logged figures of past deploys, median error")
+    c.add_argument("--file", help="calibration file (default VLLM_DEPLOY_CALIBRATION, else "
+                                  "$XDG_DATA_HOME/vllm-deploy/calibration.jsonl)")
+    c.add_argument("--json", action="store_true", help="print the records and the medians as one JSON object")
     return parser
 
 
@@ -145,6 +149,29 @@ def _table(result: FitResult, found: HubModel | None = None) -> str:
     return "\n".join(lines)
 
 
+def _calibration(args: argparse.Namespace) -> int:
+    """The deploys' records and the median absolute error per GPU and vLLM version; exit 0 even when empty."""
+    from pathlib import Path
+
+    from sizing.calibration import calibration_path, load_records, median_errors, records_table, summary_table
+
+    path = Path(args.file).expanduser() if args.file else calibration_path()
+    records = load_records(path)
+    if args.json:
+        medians = [{"gpu": gpu, "vllm_version": version, "median_abs_error_percent": errors}
+                   for (gpu, version), errors in median_errors(records).items()]
+        print(json.dumps({"file": str(path), "records": records, "medians": medians}, ensure_ascii=False))
+        return EXIT_FITS
+    if not records:
+        print(f"no calibration records in {path} (a deploy appends one after each verified start)")
+        return EXIT_FITS
+    print(f"{len(records)} records in {path}\n")
+    print(records_table(records))
+    print("\nmedian absolute error per GPU and vLLM version:")
+    print(summary_table(records))
+    return EXIT_FITS
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -163,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 entry = find_model(model_id)
                 print(f"{entry.id:50} {entry.quantization or '-':8} {', '.join(entry.aliases)}")
             return EXIT_FITS
+        if args.command == "calibration":
+            return _calibration(args)
         model, found = _resolve(args)
         request = FitRequest(
             model=model,

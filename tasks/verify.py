@@ -8,8 +8,10 @@ unit dies or the deadline passes it prints the journal and fails the host.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
+from datetime import UTC, datetime
 
 import gevent
 from pyinfra import host, logger
@@ -18,7 +20,17 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
 from plan.quoting import sh
+from plan.recipes import tool_call_problem, tool_call_request
 from plan.service import ServicePlan
+from sizing.calibration import (
+    JOURNAL_GREP,
+    append_record,
+    calibration_path,
+    compare,
+    format_comparison,
+    make_record,
+    parse_journal,
+)
 
 POLL_SECONDS = 2.0
 PROGRESS_SECONDS = 10.0
@@ -104,6 +116,49 @@ def wait_until_serving(plan: ServicePlan) -> None:
         _fail(plan, f"completion failed: HTTP {code}: {body[:300]}")
     logger.info(f"[{host.name}] vLLM serving '{plan.served_name}' (max_model_len {length}) after "
                 f"{time.monotonic() - start:.0f}s; completion: {choices[0].get('text')!r}")
+    if plan.recipe is not None and plan.recipe.tools:
+        code, body = _http(plan, "/v1/chat/completions", tool_call_request(plan.served_name, plan.verify_prompt))
+        problem = tool_call_problem(code, body)
+        if problem:
+            _fail(plan, f"tool calling is on ({plan.recipe.tool_call_parser}), but a tool call failed: {problem}")
+        logger.info(f"[{host.name}] tool call answered ({plan.recipe.tool_call_parser} parser)")
+    calibrate(plan)
+
+
+def calibrate(plan: ServicePlan) -> None:
+    """vLLM's own start-up figures beside the plan's, printed and appended to the controller's calibration file.
+
+    Only this start's lines (the unit's current InvocationID): an older start's figures would compare
+    the plan with a process that no longer runs.
+    """
+    _, invocation = _run(f"systemctl show -p InvocationID --value {sh(plan.unit + '.service')}")
+    invocation = invocation.strip()
+    if not re.fullmatch(r"[0-9a-f]{32}", invocation):
+        logger.warning(f"[{host.name}] calibration skipped: no InvocationID for {plan.unit}.service")
+        return
+    _, text = _run(f"journalctl {sh('_SYSTEMD_INVOCATION_ID=' + invocation)} -o cat --no-pager "
+                   f"| grep -E {sh(JOURNAL_GREP)}")
+    observed = parse_journal(text)
+    if observed.empty:
+        logger.warning(f"[{host.name}] calibration skipped: no memory figures in the journal of {plan.unit}.service")
+        return
+    rows = compare(plan.sizing, observed)
+    logger.info(f"[{host.name}] calibration of {plan.unit}: predicted vs vLLM's own figures\n"
+                f"{format_comparison(rows)}")
+    for row in rows:
+        if row.warn:
+            logger.warning(f"[{host.name}] calibration: {row.figure} off by {row.error_percent:+.1f}% "
+                           f"(predicted {row.predicted}, vLLM logged {row.observed})")
+    record = make_record(
+        host=plan.host, unit=plan.unit, invocation=invocation, gpu=plan.sizing.get("gpu") or plan.device,
+        model=plan.model.name, revision=plan.model.revision,
+        vllm_version=plan.install.package.rpartition("==")[2], argv=plan.vllm_args, predicted=plan.sizing,
+        observed=observed, time=datetime.now(UTC).isoformat(timespec="seconds"))
+    path = calibration_path()
+    try:
+        append_record(path, record)
+    except OSError as error:  # a read-only home must not fail a deploy that serves
+        logger.warning(f"[{host.name}] calibration record not written to {path}: {error}")
 
 
 def restart_and_verify(plan: ServicePlan) -> None:
