@@ -57,6 +57,20 @@ def _channel(value: Any) -> str:
         raise Invalid(f"{value!r} is not allowed; use http(s):// URLs or channel names such as 'conda-forge'") from None
 
 
+def _auto_or_flag(value: Any) -> str | bool:
+    """'auto', True or False."""
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise Invalid(f"{value!r} must be 'auto', True or False")
+
+
+def _parser_or_false(value: Any) -> str | bool | None:
+    """None (the family's parser), False (none) or a parser name."""
+    if value is None or value is False:
+        return value
+    return pattern(r"[a-z0-9_-]{1,40}", "a vLLM reasoning parser such as 'qwen3', or False for none")(value)
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: `shown` overrides how README shows the default (e.g. "chosen" for planner-picked values)."""
@@ -180,6 +194,15 @@ SETTINGS: tuple[Setting, ...] = tuple(
                                               else host_path(v)),
          "bundled name (`templates/chat/*.jinja`) or an absolute host path", INST),
         ("vllm_trust_remote_code", False, flag, "pass `--trust-remote-code`", INST),
+        ("vllm_tool_calling", "auto", _auto_or_flag,
+         "`auto`: tool calling on when the model family has a known parser (`--enable-auto-tool-choice "
+         "--tool-call-parser`; the plan says which and why); `True`: on (a parser must be known or set); `False`: off",
+         INST),
+        ("vllm_tool_call_parser", None, optional(pattern(r"[a-z0-9_-]{1,40}", "a vLLM tool-call parser such as "
+                                                         "'hermes'")),
+         "the tool-call parser, instead of the family's", {"instance": True, "shown": "the family's"}),
+        ("vllm_reasoning_parser", None, _parser_or_false,
+         "the reasoning parser, instead of the family's; `False`: none", {"instance": True, "shown": "the family's"}),
         ("vllm_extra_args", [], strings(line), "more vLLM flags, checked against `vllm_version`", INST),
         ("vllm_env", {}, env_map, "more environment variables for the service (one-line values)", INST),
         ("vllm_shutdown_timeout", 30, integer(0, 3600),

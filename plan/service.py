@@ -15,6 +15,7 @@ from typing import Any
 import sizing
 from plan import quoting
 from plan.preflight import preflight
+from plan.recipes import Recipe, RecipeError, resolve_recipe
 from plan.settings import Settings
 from sizing.catalog import CatalogError, find_gpu, find_model
 
@@ -100,6 +101,7 @@ class ServicePlan:
     memory_max: int | None = None
     tasks_max: int | None = None
     shm_size_gib: int = 1
+    recipe: Recipe | None = None
 
     @property
     def stop_timeout(self) -> int:
@@ -204,6 +206,10 @@ class ServicePlan:
                 f"{self.max_model_len})"
             )
         lines += [f"  why       {reason}" for reason in s.get("reasons", [])]
+        if self.recipe is not None:
+            lines.append(f"  tools     {self.recipe.tool_call_parser or 'off'}   reasoning "
+                         f"{self.recipe.reasoning_parser or 'off'}")
+            lines += [f"  why       {reason}" for reason in self.recipe.reasons]
         lines += [f"  warning   {warning}" for warning in self.warnings]
         lines.append(f"  command   {self.shell_command_line}")
         return "\n".join(lines)
@@ -496,7 +502,8 @@ def build_plan(settings: Settings, facts: Any, host: str, service_active: bool =
         vllm_args += ["--shutdown-timeout", str(settings.vllm_shutdown_timeout)]
     if settings.vllm_trust_remote_code:
         vllm_args.append("--trust-remote-code")
-    vllm_args += list(settings.vllm_extra_args)
+    recipe = model_recipe(settings, model)
+    vllm_args += [*recipe.args, *settings.vllm_extra_args]
     env = _service_env(settings, device, state_dir, fit, settings.hf_endpoint)
     if gpus is not None and not docker:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
@@ -577,7 +584,22 @@ def build_plan(settings: Settings, facts: Any, host: str, service_active: bool =
         memory_max=mem_max,
         tasks_max=max_tasks,
         shm_size_gib=world_size,
+        recipe=recipe,
     )
+
+
+def model_recipe(settings: Settings, model: Any) -> Recipe:
+    """Tool-call and reasoning parsers for the model's family (plan/recipes.py), after the settings."""
+    try:
+        return resolve_recipe(settings.model, getattr(model, "model_type", None),
+                              tuple(getattr(model, "architectures", ()) or ()), settings.vllm_version,
+                              tool_calling=settings.vllm_tool_calling,
+                              tool_call_parser=settings.vllm_tool_call_parser,
+                              reasoning_parser=settings.vllm_reasoning_parser,
+                              extra_args=settings.vllm_extra_args,
+                              vocab_size=getattr(model, "vocab_size", None))
+    except RecipeError as error:
+        raise PlanError(str(error)) from error
 
 
 def docker_argv(name: str, image: str, settings: Settings, state_dir: str, template_path: str | None,

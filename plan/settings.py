@@ -57,6 +57,9 @@ class Settings:
     vllm_served_model_name: str
     vllm_chat_template: str | None
     vllm_trust_remote_code: bool
+    vllm_tool_calling: str | bool
+    vllm_tool_call_parser: str | None
+    vllm_reasoning_parser: str | bool | None
     vllm_extra_args: tuple[str, ...]
     vllm_env: dict[str, str]
     vllm_tensor_parallel_size: int | None

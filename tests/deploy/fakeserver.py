@@ -20,6 +20,7 @@ from pyinfra.context import ctx_host, ctx_state
 from facts.gather import gather_host_facts
 from facts.parsers import HostFacts
 from plan.host import HostPlan, build_host_plan
+from plan.recipes import PROBE_TOOL
 from plan.service import ServicePlan
 from plan.settings import load_instances
 from sizing.catalog import find_model
@@ -63,11 +64,17 @@ def serving_responses(plan: ServicePlan, model_present: bool = True) -> dict[str
     }]}
     completion = {"id": "cmpl-1", "object": "text_completion", "model": plan.served_name,
                   "choices": [{"index": 0, "text": " Hi", "finish_reason": "length"}]}
+    tool_call = {"id": "chatcmpl-1", "object": "chat.completion", "model": plan.served_name, "choices": [{
+        "index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "", "tool_calls": [{
+            "id": "chatcmpl-tool-1", "type": "function",
+            "function": {"name": PROBE_TOOL, "arguments": "{\"ok\": true}"}}]}}]}
     responses = {
         "uname -s": "Linux",
         "command -v useradd": "/usr/sbin/useradd",
         f"127.0.0.1:{plan.port}/v1/models": json.dumps(models) + "\n200",
         f"127.0.0.1:{plan.port}/v1/completions": json.dumps(completion) + "\n200",
+        # The verify stage's tool call (plans with tool calling on): vLLM's answer to a named tool choice.
+        f"127.0.0.1:{plan.port}/v1/chat/completions": json.dumps(tool_call) + "\n200",
         f"NRestarts,Result {plan.unit}.service": ["ActiveState=active", "SubState=running", "NRestarts=0",
                                                    "Result=success"],
         # The download oneshot, polled while it runs: finished, and the model weighs what it should.

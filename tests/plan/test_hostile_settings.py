@@ -58,6 +58,8 @@ EXAMPLES: dict[str, Any] = {
     "vllm_env": {"VLLM_LOGGING_LEVEL": "INFO"},
     "vllm_quantization": "awq",
     "vllm_kv_cache_dtype": "fp8",
+    "vllm_tool_call_parser": "hermes",
+    "vllm_reasoning_parser": "qwen3",
     "vllm_cpu_kv_cache_memory": "1G",
     "vllm_deployment": "vllm",
     "vllm_api_key": "k" * 32,
