@@ -238,9 +238,13 @@ PROBE_TOOL = "vllm_deploy_probe"
 def tool_call_request(served_name: str, prompt: str) -> dict:
     """A chat completion with one function tool and `tool_choice` naming it.
 
-    A named tool choice makes vLLM constrain the output to the tool's JSON schema (structured
-    outputs), so any model, even a random one, must answer with a parseable call to this tool;
-    what is proven is that the server accepts tools and returns `tool_calls` through its parser path.
+    A named tool choice makes vLLM constrain the output to a call of this tool in the parser's format
+    (0.32: `<tool_call>{"name": ..., "arguments": ...}` for hermes), which the parser then reads back
+    into `tool_calls`: a parser that does not match the model's format shows here. Not `strict`: 0.32
+    would then pin the arguments to the schema, and JSON's free whitespace lets a model with nothing
+    to say (the lab's random tiny model) emit blanks until max_tokens for every prompt tried (14 of 14);
+    unpinned it finishes the call for some prompts (the lab's verify prompt is one) and fills
+    `arguments` with digits for others, which `tool_call_cut_off` reports as no verdict.
     """
     tool = {"type": "function", "function": {
         "name": PROBE_TOOL, "description": "Report that the deployment answers tool calls.",
@@ -248,6 +252,23 @@ def tool_call_request(served_name: str, prompt: str) -> dict:
     return {"model": served_name, "messages": [{"role": "user", "content": prompt}], "tools": [tool],
             "tool_choice": {"type": "function", "function": {"name": PROBE_TOOL}},
             "max_tokens": 128, "temperature": 0}
+
+
+def tool_call_cut_off(code: str, body: str) -> bool:
+    """The answer ran into max_tokens inside the constrained call (finish_reason "length", no tool_calls).
+
+    JSON grammars allow any whitespace, and a model with no idea what to say (the lab's random tiny
+    model, for most prompts) can emit whitespace until max_tokens: that says nothing about the server,
+    so the verify stage reports it instead of failing. A parser that does not match the model's
+    format ends with "stop" and no tool_calls, which fails.
+    """
+    if code != "200":
+        return False
+    try:
+        choice = json.loads(body)["choices"][0]
+        return choice.get("finish_reason") == "length" and not choice["message"].get("tool_calls")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return False
 
 
 def tool_call_problem(code: str, body: str) -> str | None:

@@ -145,7 +145,7 @@ def compare(predicted: Mapping[str, Any], observed: Observed) -> list[Comparison
             rows.append(Comparison(name, want, got, None, False, "predicted 0"))
             continue
         error = (got - want) / want * 100
-        note = "within the log's rounding" if abs(got - want) <= tolerance else ""
+        note = "within the log's rounding" if got != want and abs(got - want) <= tolerance else ""
         if got == 0 and note:
             error, note = None, "below the log's precision"
         if name == "weights_gib" and observed.weights_source == "checkpoint size on disk":

@@ -20,7 +20,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
 from plan.quoting import sh
-from plan.recipes import tool_call_problem, tool_call_request
+from plan.recipes import tool_call_cut_off, tool_call_problem, tool_call_request
 from plan.service import ServicePlan
 from sizing.calibration import (
     JOURNAL_GREP,
@@ -118,10 +118,13 @@ def wait_until_serving(plan: ServicePlan) -> None:
                 f"{time.monotonic() - start:.0f}s; completion: {choices[0].get('text')!r}")
     if plan.recipe is not None and plan.recipe.tools:
         code, body = _http(plan, "/v1/chat/completions", tool_call_request(plan.served_name, plan.verify_prompt))
-        problem = tool_call_problem(code, body)
-        if problem:
+        if tool_call_cut_off(code, body):
+            logger.warning(f"[{host.name}] tool call accepted (HTTP 200), but the model used all max_tokens inside "
+                           "the call (whitespace the JSON grammar allows): no verdict on its tool_calls")
+        elif problem := tool_call_problem(code, body):
             _fail(plan, f"tool calling is on ({plan.recipe.tool_call_parser}), but a tool call failed: {problem}")
-        logger.info(f"[{host.name}] tool call answered ({plan.recipe.tool_call_parser} parser)")
+        else:
+            logger.info(f"[{host.name}] tool call answered ({plan.recipe.tool_call_parser} parser)")
     calibrate(plan)
 
 

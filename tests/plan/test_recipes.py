@@ -14,6 +14,7 @@ from plan.recipes import (
     TOOL_PARSERS,
     RecipeError,
     resolve_recipe,
+    tool_call_cut_off,
     tool_call_problem,
     tool_call_request,
 )
@@ -48,6 +49,8 @@ def test_family_parsers_at_the_pinned_version(model: str, model_type: str, arch:
     expected = (["--enable-auto-tool-choice", "--tool-call-parser", tool] if tool else []) + (
         ["--reasoning-parser", think] if think else [])
     assert list(found.args) == expected
+    assert tool is None or tool in TOOL_PARSERS, "every parser a family names has its version in the table"
+    assert think is None or think in REASONING_PARSERS
     assert found.reasons and found.reasons[0].startswith(f"recipe {found.family}:"), "the plan says why"
 
 
@@ -126,3 +129,15 @@ def test_tool_call_probe_and_its_check() -> None:
     assert "no tool_calls" in tool_call_problem("200", json.dumps({"choices": [{"message": {"content": "hi"}}]}))
     assert tool_call_problem("400", '{"error": "auto tool choice requires --enable-auto-tool-choice"}').startswith(
         "HTTP 400")
+
+
+def test_a_call_cut_at_max_tokens_is_no_verdict_but_a_stop_without_calls_fails() -> None:
+    """What the lab's random model does with most prompts (whitespace until max_tokens), recorded on the CPU build."""
+    cut = json.dumps({"choices": [{"finish_reason": "length", "message": {
+        "content": '<tool_call>{"name": "vllm_deploy_probe", "arguments": {\n           \n', "tool_calls": []}}]})
+    assert tool_call_cut_off("200", cut)
+    stopped = json.dumps({"choices": [{"finish_reason": "stop",
+                                       "message": {"content": "<tool_call>{}", "tool_calls": []}}]})
+    assert not tool_call_cut_off("200", stopped) and "no tool_calls" in tool_call_problem("200", stopped)
+    assert not tool_call_cut_off("400", cut)
+    assert "strict" not in tool_call_request("tiny", "x")["tools"][0]["function"], "see tool_call_request"
