@@ -8,15 +8,19 @@ tests that follow build on it (re-run, kill -9, reboot).
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from hostlab import Lab, TestHost
-from hostlab.deployrun import RunResult, lab_api_key, lab_host, run_pyinfra
+from hostlab.deployrun import ROOT, RunResult, lab_api_key, lab_host, run_pyinfra
 
 pytestmark = pytest.mark.hosts
 
@@ -40,23 +44,36 @@ def assert_serving(host: TestHost, served: str = "tiny") -> None:
     assert completion["choices"][0]["text"]
 
 
+# The tiny model is a llama without Llama 3's tokenizer (vLLM's llama3_json parser refuses it at start-up: no
+# <|python_tag|>), so no recipe turns tools on; the hermes parser loads with any tokenizer, and naming it
+# turns tool calling on: every deploy and verify of this module also sends the tool call. The random model
+# finishes the constrained call for this prompt (for others it fills the arguments until max_tokens).
+TOOLS = {"vllm_tool_calling": True, "vllm_tool_call_parser": "hermes",
+         "vllm_verify_prompt": "Call the tool now please."}
+
+
 class Deployed:
-    def __init__(self, host: TestHost, first: RunResult):
+    def __init__(self, host: TestHost, first: RunResult, calibration: Path):
         self.host = host
         self.first = first
+        self.calibration = calibration
 
     def run(self, deploy: str = "deploy.py", *args: str) -> RunResult:
-        return run_pyinfra([lab_host(self.host)], deploy, *args)
+        return run_pyinfra([lab_host(self.host, **TOOLS)], deploy, *args)
 
 
 @pytest.fixture(scope="module")
-def deployed(hostlab: Lab) -> Iterator[Deployed]:
+def deployed(hostlab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     host = hostlab.add_host("e2e-main")
-    first = run_pyinfra([lab_host(host)])
-    try:
-        yield Deployed(host, first)
-    finally:
-        host.kill()
+    # The deploy (a pyinfra subprocess) inherits this environment: its calibration records land here.
+    calibration = tmp_path_factory.mktemp("bootstrap-calibration") / "calibration.jsonl"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("VLLM_DEPLOY_CALIBRATION", str(calibration))
+        first = run_pyinfra([lab_host(host, **TOOLS)])
+        try:
+            yield Deployed(host, first, calibration)
+        finally:
+            host.kill()
 
 
 def test_fresh_host_is_deployed_and_serves(deployed: Deployed) -> None:
@@ -87,6 +104,34 @@ def test_fresh_host_is_deployed_and_serves(deployed: Deployed) -> None:
     journal = deployed.host.journal("vllm", 400)
     # vLLM's own lines, not systemd's "Started": with Type=exec that would only say the exec happened.
     assert "Starting vLLM server on http://0.0.0.0:8000" in journal and "Application startup complete" in journal
+
+
+def test_deploy_records_vllms_own_figures_beside_the_plan(deployed: Deployed) -> None:
+    """The first deploy's calibration record: this start's journal of the real CPU build, parsed, against the plan.
+
+    The CPU plan sets the KV cache bytes (--kv-cache-memory-bytes), so tokens and concurrency must agree
+    exactly; the GiB figure differs only by the log's two decimals (0.0625 is printed 0.06).
+    """
+    assert deployed.first.returncode == 0, deployed.first.output[-5000:]
+    assert "tool call answered (hermes parser)" in deployed.first.output
+    assert "calibration of vllm: predicted vs vLLM's own figures" in deployed.first.output
+    print("\n" + deployed.first.output[deployed.first.output.index("calibration of vllm"):].split("\n[", 1)[0])
+    records = [json.loads(line) for line in deployed.calibration.read_text().splitlines()]
+    invocation = deployed.host.run("systemctl show -p InvocationID --value vllm").stdout.strip()
+    [record] = [r for r in records if r["invocation"] == invocation]
+    assert (record["host"], record["gpu"], record["model"], record["vllm_version"]) == (
+        deployed.host.ip, "cpu", "tiny-llama", "0.32.0")
+    assert record["observed"]["kv_cache_tokens"] == record["predicted"]["kv_cache_tokens"] == 65536
+    assert record["observed"]["max_concurrency"] == record["predicted"]["max_concurrency"] == 64.0
+    assert record["observed"]["kv_cache_gib"] == 0.06 and abs(record["error_percent"]["kv_cache_gib"]) < 5
+    assert "--kv-cache-memory-bytes" in record["argv"] and "--tool-call-parser" in record["argv"]
+    env = {**os.environ, "VLLM_DEPLOY_CALIBRATION": str(deployed.calibration)}
+    shown = subprocess.run([sys.executable, "-m", "sizing", "calibration"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60, env=env)
+    print(shown.stdout)
+    assert shown.returncode == 0, shown.stderr
+    assert deployed.host.ip in shown.stdout and "65,536/65,536 (+0.0%)" in shown.stdout
+    assert "median absolute error per GPU and vLLM version" in shown.stdout
 
 
 def test_second_run_changes_nothing(deployed: Deployed) -> None:
