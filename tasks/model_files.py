@@ -33,7 +33,7 @@ from plan.quoting import comment_text, sh, sh_join, systemd_environment, systemd
 from plan.replan import plan_changes, replan_message
 from plan.service import ModelPlan, ServicePlan
 from plan.settings import Settings
-from tasks import model_check
+from tasks import model_check, remote
 from tasks.model_check import MANIFEST, MARKER
 
 DOWNLOAD_UNIT = "vllm-model-download"
@@ -196,7 +196,7 @@ def check_plan_against_download(model: ModelPlan, instances: list[tuple[ServiceP
 
     Why fail instead of re-rendering: see plan/replan.py; the next run plans from this config.json.
     """
-    _, out = host.run_shell_command(downloaded_config_command(model.host_dir))
+    _, out = remote.run(downloaded_config_command(model.host_dir))
     config = parse_json_object(out.stdout_lines)
     if config is None:
         raise OperationError(f"{model.host_dir}/config.json is missing or not a JSON object after the download "
@@ -214,12 +214,12 @@ def run_download(model: ModelPlan, unit: str) -> None:
     The journal ends with the completeness check's report, which names every missing or
     short file, so the failure says what is wrong without a login to the host.
     """
-    host.run_shell_command(f"systemctl daemon-reload && systemctl start --no-block {sh(unit)}")
+    remote.run(f"systemctl daemon-reload && systemctl start --no-block {sh(unit)}")
     start = last_time = time.monotonic()
     last_bytes = 0.0
     while True:
         gevent.sleep(5)
-        _, out = host.run_shell_command(
+        _, out = remote.run(
             f"systemctl show -p ActiveState,Result {sh(unit)}; du -sb {sh(model.host_dir)} 2>/dev/null | cut -f1")
         lines = out.stdout_lines
         state = dict(line.split("=", 1) for line in lines if "=" in line)
@@ -233,7 +233,7 @@ def run_download(model: ModelPlan, unit: str) -> None:
             raise OperationError(f"cannot read the state of {unit} (systemctl show printed {lines!r})")
         if state.get("ActiveState") in ("inactive", "failed"):
             if state.get("Result") != "success":
-                _, journal = host.run_shell_command(f"journalctl -u {sh(unit)} -n 40 --no-pager -o cat")
+                _, journal = remote.run(f"journalctl -u {sh(unit)} -n 40 --no-pager -o cat")
                 raise OperationError(f"model download failed ({state.get('Result')}):\n"
                                      + "\n".join(journal.stdout_lines))
             return

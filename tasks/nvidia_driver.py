@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from io import StringIO
 
-from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import OperationError
 from pyinfra.operations import apt, files, python, server, systemd
 
 from facts.commands import DRIVER_CHECK
 from plan.driver import DriverPlan, check_driver_output
+from tasks import remote
 
 
 def check_driver(driver: DriverPlan) -> None:
     """Fail the host with what to look at when nvidia-smi does not show the planned driver on every GPU."""
-    _, output = host.run_shell_command(DRIVER_CHECK)
+    _, output = remote.run(DRIVER_CHECK)
     problem = check_driver_output(driver, output.stdout_lines + output.stderr_lines)
     if problem:
         raise OperationError(problem)

@@ -1,0 +1,20 @@
+"""Commands run from inside a `python.call` callback, with the calling operation's sudo settings.
+
+pyinfra hands a callback's `host.run_shell_command` none of the operation's connector arguments
+(`_sudo`, `_sudo_user`, `_env`, ...), so with a non-root SSH user the checks would run unprivileged
+and fail to read the 0600 key header or to drive systemd. This passes them on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
+
+
+def run(command: str) -> tuple[bool, Any]:
+    """(ok, CommandOutput) of `command` on the current host, as the current operation runs commands."""
+    current = host.current_op_global_arguments or {}
+    arguments = {key: value for key, value in current.items() if key in CONNECTOR_ARGUMENT_KEYS}
+    return host.run_shell_command(command, **arguments)
