@@ -31,13 +31,14 @@ from sizing.calibration import (
     make_record,
     parse_journal,
 )
+from tasks import remote
 
 POLL_SECONDS = 2.0
 PROGRESS_SECONDS = 10.0
 
 
 def _run(command: str) -> tuple[bool, str]:
-    ok, output = host.run_shell_command(command)
+    ok, output = remote.run(command)
     return ok, "\n".join(output.stdout_lines)
 
 
@@ -172,8 +173,8 @@ def restart_and_verify(plan: ServicePlan) -> None:
     cause could not start the unit again before the interval ran out.
     """
     service = sh(f"{plan.unit}.service")
-    ok, output = host.run_shell_command(f"systemctl reset-failed {service} 2>/dev/null; "
-                                        f"systemctl restart --no-block {service}")
+    ok, output = remote.run(f"systemctl reset-failed {service} 2>/dev/null; "
+                            f"systemctl restart --no-block {service}")
     if not ok:
         raise OperationError(f"systemctl restart {plan.unit}.service failed: {' '.join(output.stderr_lines)}")
     wait_until_serving(plan)
