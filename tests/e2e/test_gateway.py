@@ -169,9 +169,7 @@ def test_two_instances_behind_the_gateway_on_one_host(story: Story) -> None:
     for setting in ("User=vllm", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
                     "PrivateTmp=yes", "ReadOnlyPaths=/srv/models/tiny-llama", "ReadWritePaths=/opt/vllm/state"):
         assert setting in hardening, hardening
-    denied = story.a.run("systemd-run --wait --pipe -q -p User=vllm -p ProtectSystem=strict "
-                         "-p ReadOnlyPaths=/srv/models/tiny-llama touch /srv/models/tiny-llama/x; echo rc=$?").stdout
-    assert "rc=0" not in denied, "the model is read-only for the service"
+    # A write from inside the running service's sandbox is refused in tests/e2e/test_bootstrap.py.
     assert "gateway https://" in first.output and "over 2 instance(s)" in first.output
 
     assert story.request("GET", "/v1/models", key=None)[0] == 401
