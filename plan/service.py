@@ -17,7 +17,7 @@ from plan import quoting
 from plan.preflight import preflight
 from plan.recipes import Recipe, RecipeError, resolve_recipe
 from plan.settings import Settings
-from sizing.catalog import CatalogError, find_gpu, find_model
+from sizing.catalog import CatalogError, find_gpu, in_catalog, sized_from_hub
 
 ENTRYPOINT = ("-m", "vllm.entrypoints.openai.api_server")
 CONTAINER_MODEL_DIR = "/models"
@@ -241,14 +241,8 @@ def resolve_model_spec(settings: Settings, facts: Any) -> Any:
         host_config = getattr(facts, "model_config", None)
         if host_config:
             return sizing.model_from_config(host_config, settings.model)
-        try:
-            find_model(settings.model)
-            in_catalog = True
-        except CatalogError:
-            in_catalog = False
-        hub_id = settings.model.count("/") == 1  # else the catalog's "unknown model" names close matches
-        if settings.model_source not in ("huggingface", "modelscope") or not (
-            settings.model_revision or (not in_catalog and hub_id)
+        if settings.model_source not in ("huggingface", "modelscope") or not sized_from_hub(
+            settings.model, settings.model_revision
         ):
             return sizing.resolve_model(settings.model)
     except (sizing.SizingError, LookupError, ValueError) as error:
@@ -263,7 +257,7 @@ def resolve_model_spec(settings: Settings, facts: Any) -> Any:
     try:
         return model_from_hub(settings.model, settings.model_source, settings.model_revision, endpoint)
     except HubUnreachable as error:
-        if not in_catalog:
+        if not in_catalog(settings.model):
             raise PlanError(f"model: {error.message}") from error
         return sizing.resolve_model(settings.model)  # the catalog knows it; a revision rarely changes shapes
     except sizing.SizingError as error:

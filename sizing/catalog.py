@@ -411,6 +411,22 @@ def find_model(name: str) -> CatalogModel:
     )
 
 
+def in_catalog(name: str) -> bool:
+    """Whether `find_model` knows `name` (id, alias, ModelScope id or bare repo name)."""
+    try:
+        find_model(name)
+    except CatalogError:
+        return False
+    return True
+
+
+def sized_from_hub(name: str, revision: str | None) -> bool:
+    """Whether `name` is sized from hub metadata rather than the catalog: any revision, or an ORG/NAME
+    the catalog lacks. Anything else gets the catalog's answer (offline, or its "unknown model" with
+    close matches for a name that is no hub id). One rule for the CLI and the deploy's plan."""
+    return revision is not None or (not in_catalog(name) and name.count("/") == 1)
+
+
 def model_ids() -> list[str]:
     """Every catalog model by its Hugging Face id, in catalog order."""
     return list(_model_catalog()[0])

@@ -83,20 +83,13 @@ def _resolve(args: argparse.Namespace) -> tuple[str | ModelSpec, HubModel | None
     """The model to fit: a local directory or catalog entry as before; the hub for other ORG/NAME or a --revision."""
     from pathlib import Path
 
-    from sizing.catalog import CatalogError, find_model
+    from sizing.catalog import sized_from_hub
     from sizing.hub import fetch_model
     from sizing.model import model_from_config
 
     name = args.model
-    if Path(name).expanduser().is_dir():
-        return name, None
-    if args.revision is None:
-        try:
-            find_model(name)
-            return name, None  # the catalog answers offline
-        except CatalogError:
-            if name.count("/") != 1:
-                return name, None  # not a hub id: the catalog's "unknown model" with close matches
+    if Path(name).expanduser().is_dir() or not sized_from_hub(name, args.revision):
+        return name, None  # a local directory, or the catalog (offline; its "unknown model" names close matches)
     found = fetch_model(name, args.hub or "huggingface", args.revision, args.hub_endpoint)
     for note in found.notes:
         sys.stderr.write(f"note: {note}\n")

@@ -855,7 +855,9 @@ def _gpus_needed(ctx: _Ctx, req: FitRequest, dep: Deployment, max_len: int) -> t
 
 def _quantized_variants(ctx: _Ctx, req: FitRequest, dep: Deployment, max_len: int) -> list[tuple[str, int]]:
     """Catalog variants of the same base model that fit this layout, with their KV cache tokens."""
-    if isinstance(req.model, ModelSpec) and req.model.weight_bytes is None and not _in_catalog(ctx.spec.name):
+    from sizing.catalog import in_catalog
+
+    if isinstance(req.model, ModelSpec) and req.model.weight_bytes is None and not in_catalog(ctx.spec.name):
         return []
     from sizing.catalog import find_model, model_ids
 
@@ -881,16 +883,6 @@ def _quantized_variants(ctx: _Ctx, req: FitRequest, dep: Deployment, max_len: in
             found.append((entry.id, mem.kv_cache_tokens))
     found.sort(key=lambda item: -item[1])
     return found[:2]
-
-
-def _in_catalog(name: str) -> bool:
-    from sizing.catalog import CatalogError, find_model
-
-    try:
-        find_model(name)
-    except CatalogError:
-        return False
-    return True
 
 
 # ----------------------------------------------------------------------------- CPU backend
