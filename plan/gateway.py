@@ -11,8 +11,10 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from plan.quoting import comment_text, nginx_string
 from plan.service import PlanError
 from plan.settings import InstanceSettings, Settings
+from plan.validators import Invalid, address
 
 STAGING_DIR = "/etc/vllm/gateway"
 LOOPBACK = "127.0.0.1"
@@ -26,6 +28,16 @@ class Backend:
     instance: str
     address: str
     port: int
+
+    @property
+    def comment_host(self) -> str:
+        return comment_text(self.host)
+
+    @property
+    def nginx_server(self) -> str:
+        """The `server` argument of the upstream, quoted for nginx (IPv6 literals bracketed)."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return nginx_string(f"{host}:{self.port}")
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,14 @@ class GatewayPlan:
     def routes_by_model(self) -> bool:
         """Several models behind one entry point: requests are routed by their "model" (njs)."""
         return len(self.upstreams) > 1
+
+    @property
+    def nginx_server_name(self) -> str:
+        return nginx_string(self.server_name)
+
+    @property
+    def comment_host(self) -> str:
+        return comment_text(self.host)
 
     @property
     def url(self) -> str:
@@ -139,9 +159,10 @@ def build_gateway_plan(settings: Settings, host: str,
     refuse_plain_backends(host, members)
     by_model: dict[str, list[Backend]] = {}
     for name, member, instances in members:
-        address = LOOPBACK if name == host else (member.vllm_advertise_address or name)
+        reached = LOOPBACK if name == host else (member.vllm_advertise_address or _inventory_address(
+            name, "vllm_advertise_address", f"how the gateway reaches {name!r}"))
         for instance in instances:
-            backend = Backend(host=name, instance=instance.name, address=address, port=instance.settings.vllm_port)
+            backend = Backend(host=name, instance=instance.name, address=reached, port=instance.settings.vllm_port)
             by_model.setdefault(instance.settings.vllm_served_model_name, []).append(backend)
     ident = re.sub(r"[^a-z0-9_]", "_", settings.vllm_deployment)
     upstreams = tuple(Upstream(name=f"vllm_{ident}_{index}", model=model, backends=tuple(backends))
@@ -151,9 +172,23 @@ def build_gateway_plan(settings: Settings, host: str,
         host=host,
         port=settings.vllm_gateway_port,
         tls=settings.vllm_gateway_tls,
-        server_name=settings.vllm_gateway_server_name or host,
+        server_name=settings.vllm_gateway_server_name or _inventory_address(
+            host, "vllm_gateway_server_name", "the gateway's name in nginx and its certificate"),
         require_api_key=settings.vllm_require_api_key,
         upstreams=upstreams,
         cert_source=settings.vllm_gateway_tls_cert,
         key_source=settings.vllm_gateway_tls_key,
     )
+
+
+def _inventory_address(name: str, field: str, used_as: str) -> str:
+    """An inventory name standing in for an unset address setting: held to the same validator.
+
+    The setting's own value was checked with the rest; an inventory (maybe generated) could still
+    name a host with characters that would change the meaning of nginx's configuration.
+    """
+    try:
+        return address(name)
+    except Invalid:
+        raise PlanError(f"{field}: the inventory name {name!r} is {used_as} when {field} is unset, and it is not "
+                        f"a host name or IP address; set {field}") from None

@@ -33,13 +33,14 @@ def test_the_gateways_tls_key_from_the_controller_is_a_secret_file_too(tmp_path:
     cert, tls_key = tmp_path / "gw.crt", tmp_path / "gw.key"
     cert.write_text("-----BEGIN CERTIFICATE-----\nnot-checked-here\n-----END CERTIFICATE-----\n")
     tls_key.write_text("-----BEGIN PRIVATE KEY-----\nprivate-key-material-0123456789\n-----END PRIVATE KEY-----\n")
-    data = {**DATA, "vllm_gateway": True, "vllm_gateway_tls_cert": str(cert), "vllm_gateway_tls_key": str(tls_key)}
+    data = {**DATA, "vllm_gateway": True, "vllm_gateway_server_name": "gw.example", "vllm_gateway_tls_cert": str(cert),
+            "vllm_gateway_tls_key": str(tls_key)}
     plan = host_plan_for("h100-x1-ubuntu2404", data)
     served = serving_responses(plan.first)
     models = served[f"127.0.0.1:{plan.first.port}/v1/models"]
     # The gateway's own checks: without the key 401 (matched first), with it the instance's answers.
-    data["fake_responses"] = {"http_code}' --cacert": "401", "@fake/gpu:443/v1/models": models,
-                              "@fake/gpu:443/v1/completions": served[f"127.0.0.1:{plan.first.port}/v1/completions"],
+    data["fake_responses"] = {"http_code}' --cacert": "401", "gw.example:443/v1/models": models,
+                              "gw.example:443/v1/completions": served[f"127.0.0.1:{plan.first.port}/v1/completions"],
                               **served}
     proc, out = run_fake_deploy(tmp_path, "h100-x1-ubuntu2404", data, None, "converged", "--diff", "-vvv")
     output = proc.stdout + proc.stderr

@@ -46,3 +46,29 @@ def test_instances_on_the_gateway_host_need_no_opt_out() -> None:
     members = _members(("gw", GATEWAY))
     plan = build_gateway_plan(members[0][1], "gw", members)
     assert [b.address for b in plan.upstreams[0].backends] == ["127.0.0.1"]
+
+
+HOSTILE_REMOTE = "10.0.0.12;\n  server evil.example:80"
+HOSTILE_GATEWAY = "gw; location / { return 200; }"
+
+
+@pytest.mark.parametrize(("gateway", "remote", "field", "named"), [
+    ("gw", HOSTILE_REMOTE, "vllm_advertise_address", HOSTILE_REMOTE),
+    (HOSTILE_GATEWAY, "10.0.0.12", "vllm_gateway_server_name", HOSTILE_GATEWAY),
+])
+def test_an_inventory_name_standing_in_for_an_address_is_held_to_the_validator(gateway: str, remote: str,
+                                                                              field: str, named: str) -> None:
+    members = _members((gateway, GATEWAY), (remote, {**REMOTE, "vllm_backend_tls": False}))
+    with pytest.raises(PlanError) as refused:
+        build_gateway_plan(members[0][1], gateway, members)
+    message = str(refused.value)
+    assert message.startswith(f"{field}: the inventory name {named!r}") and f"set {field}" in message
+
+
+def test_nginx_sees_quoted_addresses_and_comment_safe_names() -> None:
+    remote = {**REMOTE, "vllm_backend_tls": False, "vllm_advertise_address": "fd00::12"}
+    members = _members(("gw", GATEWAY), ("odd\nname", remote))
+    plan = build_gateway_plan(members[0][1], "gw", members)
+    backends = plan.upstreams[0].backends
+    assert [b.nginx_server for b in backends] == ["127.0.0.1:8001", "[fd00::12]:8001", "[fd00::12]:8003"]
+    assert "\n" not in backends[1].comment_host and plan.nginx_server_name == "gw"
