@@ -4,8 +4,9 @@ Stages, in order: settings (validated host data) -> facts -> plan (printed,
 and the host fails here with reasons if a model does not fit) -> NVIDIA driver
 (installed, rebooted into and checked when missing or old) -> install ->
 model files -> API key -> instances (each restarted and verified in turn) ->
-gateway. Nothing changes on any host until every host has a plan, so bad input
-stops the run before the first change.
+gateway -> watchdog -> monitoring (exporters, Prometheus, Alertmanager, Grafana).
+Nothing changes on any host until every host has a plan, so bad input stops the
+run before the first change.
 """
 
 from pyinfra import logger
@@ -17,8 +18,10 @@ from tasks.install_conda import install_conda
 from tasks.install_docker import install_docker
 from tasks.install_venv import install_venv
 from tasks.model_files import model_files
+from tasks.monitoring import monitoring
 from tasks.nvidia_driver import nvidia_driver
 from tasks.service_unit import api_key_files, service_instances
+from tasks.watchdog import watchdog
 
 plan = plan_for_current_host()
 logger.info(plan.summary())
@@ -30,3 +33,5 @@ install = {"docker": install_docker, "conda": install_conda}.get(plan.runtime, i
 restart_all = install(plan) + api_key_files(plan)
 restarts = service_instances(plan, restart_all=restart_all, restart_model=model_files(plan))
 gateway(plan, restarts=restarts)
+watchdog(plan)
+monitoring(plan)

@@ -19,8 +19,10 @@ from plan.conda import CondaPlan
 from plan.docker_engine import DockerEnginePlan
 from plan.driver import DriverPlan, plan_driver
 from plan.gateway import GatewayPlan
+from plan.monitoring import ExportersPlan, MonitoringPlan
 from plan.service import CONFIG_DIR, InstallPlan, ModelPlan, PlanError, ServicePlan, build_plan
 from plan.settings import InstanceSettings, Settings
+from plan.watchdog import WatchdogPlan, build_watchdog_plan
 
 KEY_ENV_FILE = f"{CONFIG_DIR}/api-key.env"
 KEY_HEADER_FILE = f"{CONFIG_DIR}/api-key.header"
@@ -45,6 +47,11 @@ class HostPlan:
     apt: AptMirrorPlan | None = None
     docker_engine: DockerEnginePlan | None = None
     conda: CondaPlan | None = None
+    # Operate: the deployment's Prometheus/Alertmanager (on its monitoring host), this host's exporters,
+    # and the watchdog over this host's instances; None where off.
+    monitoring: MonitoringPlan | None = None
+    exporters: ExportersPlan | None = None
+    watchdog: WatchdogPlan | None = None
     # Input, not decision: kept out of repr, to_dict and the summary so it is never printed.
     api_key: str | None = field(default=None, repr=False, compare=False)
     # What the plan was computed from, for stages that decide more later (the model stage re-sizes
@@ -112,8 +119,9 @@ class HostPlan:
 
     def summary(self) -> str:
         parts = [instance.summary() for instance in self.instances]
-        if self.gateway:
-            parts.append(self.gateway.summary())
+        for stage in (self.gateway, self.watchdog, self.exporters, self.monitoring):
+            if stage is not None:
+                parts.append(stage.summary())
         parts += [f"  warning   {warning}" for warning in self.warnings]
         return "\n".join(parts)
 
@@ -123,6 +131,9 @@ class HostPlan:
             "host": self.host,
             "instances": [instance.to_dict() for instance in self.instances],
             "gateway": self.gateway.to_dict() if self.gateway else None,
+            "monitoring": self.monitoring.to_dict() if self.monitoring else None,
+            "exporters": self.exporters.to_dict() if self.exporters else None,
+            "watchdog": self.watchdog.to_dict() if self.watchdog else None,
             "require_api_key": self.require_api_key,
             "warnings": list(self.warnings),
         }
@@ -189,7 +200,9 @@ def _shared_gpu_order(instances: list[ServicePlan], explicit: set[str], facts: A
 
 def build_host_plan(instances: tuple[InstanceSettings, ...], facts: Any, host: str,
                     active_units: set[str] | None = None, gateway: GatewayPlan | None = None,
-                    api_key: str | None = None, facts_for_model: Any = None) -> HostPlan:
+                    api_key: str | None = None, facts_for_model: Any = None,
+                    monitoring: MonitoringPlan | None = None, exporters: ExportersPlan | None = None
+                    ) -> HostPlan:
     """Plan every instance of the host, check how they share it, and attach the gateway it runs.
 
     `active_units` names the running units among this host's instances (and "nginx" when it runs).
@@ -216,6 +229,9 @@ def build_host_plan(instances: tuple[InstanceSettings, ...], facts: Any, host: s
         host=host,
         instances=tuple(plans),
         gateway=gateway,
+        monitoring=monitoring,
+        exporters=exporters,
+        watchdog=build_watchdog_plan(host_settings, tuple(plans), KEY_HEADER_FILE if key else None),
         require_api_key=key,
         key_env_file=KEY_ENV_FILE if key else None,
         key_header_file=KEY_HEADER_FILE if key else None,

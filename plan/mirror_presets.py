@@ -21,6 +21,7 @@ MIRROR_PRESETS: dict[str, dict[str, Any]] = {
         "docker_ce_repo": "https://download.docker.com/linux",
         "nvidia_container_repo": "https://nvidia.github.io/libnvidia-container",
         "docker_registry_mirrors": [],
+        "grafana_apt_repo": "https://apt.grafana.com",
     },
     # Tsinghua TUNA. conda: seed 001's `conda config --add channels` (main, free, conda-forge: the last added
     # comes first, and conda keeps `defaults` last), with `defaults` itself pointed at TUNA as TUNA's help
@@ -45,6 +46,7 @@ MIRROR_PRESETS: dict[str, dict[str, Any]] = {
         "docker_ce_repo": "https://mirrors.tuna.tsinghua.edu.cn/docker-ce/linux",
         "nvidia_container_repo": "https://mirrors.ustc.edu.cn/libnvidia-container",
         "docker_registry_mirrors": [],
+        "grafana_apt_repo": "https://mirrors.tuna.tsinghua.edu.cn/grafana/apt",
     },
     # Aliyun. Its Docker Hub accelerator is per account (https://<id>.mirror.aliyuncs.com, from the
     # Container Registry console): put yours in docker_registry_mirrors.
@@ -61,6 +63,7 @@ MIRROR_PRESETS: dict[str, dict[str, Any]] = {
         "docker_ce_repo": "https://mirrors.aliyun.com/docker-ce/linux",
         "nvidia_container_repo": "https://mirrors.aliyun.com/libnvidia-container",
         "docker_registry_mirrors": [],
+        "grafana_apt_repo": "https://apt.grafana.com",  # no Grafana mirror known there: Grafana's own repository
     },
     # USTC mirrors conda-forge (not Anaconda's own channels); its former Docker Hub mirror
     # (docker.mirrors.ustc.edu.cn) no longer resolves.
@@ -74,6 +77,7 @@ MIRROR_PRESETS: dict[str, dict[str, Any]] = {
         "docker_ce_repo": "https://mirrors.ustc.edu.cn/docker-ce/linux",
         "nvidia_container_repo": "https://mirrors.ustc.edu.cn/libnvidia-container",
         "docker_registry_mirrors": [],
+        "grafana_apt_repo": "https://apt.grafana.com",  # no Grafana mirror known there: Grafana's own repository
     },
     # Every URL from the per-URL settings above; validation names each one the host's runtime needs.
     "custom": {
@@ -86,5 +90,6 @@ MIRROR_PRESETS: dict[str, dict[str, Any]] = {
         "docker_ce_repo": None,
         "nvidia_container_repo": None,
         "docker_registry_mirrors": None,
+        "grafana_apt_repo": None,
     },
 }

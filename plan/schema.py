@@ -64,6 +64,18 @@ def _auto_or_flag(value: Any) -> str | bool:
     raise Invalid(f"{value!r} must be 'auto', True or False")
 
 
+def _concurrency_list(value: Any) -> tuple[int, ...]:
+    """Concurrency levels: a list of positive integers, or "1,2,4" as `pyinfra --data` passes it."""
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        levels = tuple(int(str(v).strip()) for v in items)
+    except (TypeError, ValueError):
+        raise Invalid(f"{value!r} must be a list of positive integers such as [1, 2, 4] or '1,2,4'") from None
+    if not levels or any(v < 1 or v > 4096 for v in levels) or any(isinstance(v, bool) for v in items):
+        raise Invalid(f"{value!r} must be a list of positive integers (1-4096) such as [1, 2, 4] or '1,2,4'")
+    return tuple(sorted(set(levels)))
+
+
 def _parser_or_false(value: Any) -> str | bool | None:
     """None (the family's parser), False (none) or a parser name."""
     if value is None or value is False:
@@ -178,6 +190,8 @@ SETTINGS: tuple[Setting, ...] = tuple(
          "docker-ce apt repository base (`.../linux`)", {"shown": "preset's"}),
         ("nvidia_container_repo", None, optional(url("http", "https")),
          "NVIDIA container toolkit apt repository base", {"shown": "preset's"}),
+        ("grafana_apt_repo", None, optional(url("http", "https")),
+         "Grafana apt repository base (`vllm_grafana` hosts)", {"shown": "preset's"}),
         ("docker_registry_mirrors", None, optional(strings(url("http", "https"), '["https://mirror.example"]')),
          "daemon.json `registry-mirrors`, merged into the host's file (`[]` leaves its list alone)",
          {"shown": "preset's (`[]`)"}),
@@ -257,6 +271,42 @@ SETTINGS: tuple[Setting, ...] = tuple(
          "seconds a (re)started instance has to answer `/health`, `/v1/models` and a completion"),
         ("vllm_verify_prompt", "Hello", line, "prompt of the one-token completion that proves the model answers",
          INST),
+    ) + _section(
+        "Operate: metrics, alerts, watchdog, benchmark",
+        ("vllm_monitoring", False, flag,
+         "this host runs Prometheus and Alertmanager for its deployment: every member's instances, node "
+         "exporter, the gateway's nginx exporter and GPU metrics are scraped"),
+        ("vllm_exporters", "auto", _auto_or_flag,
+         "node exporter on this host (+ nginx exporter on the gateway, GPU metrics on CUDA hosts); `auto`: "
+         "when the deployment has a `vllm_monitoring` host"),
+        ("vllm_grafana", False, flag,
+         "the monitoring host also runs Grafana, dashboards provisioned (from `grafana_apt_repo`)"),
+        ("vllm_scrape_interval", 15, integer(1, 3600), "seconds between Prometheus scrapes"),
+        ("vllm_alert_webhook", None, optional(url("http", "https")),
+         "Alertmanager posts alerts to this webhook; `None`: alerts show in Alertmanager only"),
+        ("vllm_slo_ttft_ms", 2000, integer(1, 3_600_000),
+         "p95 time to first token promised: the alert's threshold and the benchmark's default SLO"),
+        ("vllm_slo_itl_ms", 100, integer(1, 3_600_000),
+         "p95 inter-token latency promised: the benchmark's default SLO"),
+        ("vllm_watchdog", True, flag,
+         "each instance is probed with a one-token completion; an engine that stops answering it is restarted"),
+        ("vllm_watchdog_interval", 15, integer(1, 3600), "seconds between watchdog probes"),
+        ("vllm_watchdog_timeout", 10, integer(1, 3600), "seconds a probe's one-token completion may take"),
+        ("vllm_watchdog_misses", 3, integer(1, 100),
+         "probes missed in a row before the instance is restarted (restart within about misses x interval "
+         "+ timeout)"),
+        ("vllm_bench_concurrency", [1, 2, 4, 8, 16], _concurrency_list,
+         "`bench.py`: concurrency levels of the sweep"),
+        ("vllm_bench_prompts", 0, integer(0, 100_000),
+         "`bench.py`: requests per level; `0`: 8 x the level, at least 16"),
+        ("vllm_bench_input_len", 256, integer(1, 1_000_000), "`bench.py`: prompt tokens (random dataset)"),
+        ("vllm_bench_output_len", 128, integer(1, 1_000_000), "`bench.py`: output tokens per request"),
+        ("vllm_bench_target", "gateway", pattern(r"gateway|[a-z_][a-z0-9_-]{0,31}",
+                                                 "'gateway' or an instance name such as 'vllm'"),
+         "`bench.py`: `gateway`, or one instance of the host by its name"),
+        ("vllm_bench_report_dir", "bench-reports", pattern(r"[A-Za-z0-9._/~-]{1,255}",
+                                                           "a controller directory such as 'bench-reports'"),
+         "`bench.py`: controller directory the report folders go to"),
     ) + _section(
         "Preflight and NVIDIA driver",
         ("vllm_allow_unsupported_os", False, flag,

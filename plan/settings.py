@@ -88,6 +88,23 @@ class Settings:
     vllm_gateway_tls_cert: str | None
     vllm_gateway_tls_key: str | None
     vllm_gateway_server_name: str | None
+    vllm_monitoring: bool
+    vllm_exporters: str | bool
+    vllm_grafana: bool
+    vllm_scrape_interval: int
+    vllm_alert_webhook: str | None
+    vllm_slo_ttft_ms: int
+    vllm_slo_itl_ms: int
+    vllm_watchdog: bool
+    vllm_watchdog_interval: int
+    vllm_watchdog_timeout: int
+    vllm_watchdog_misses: int
+    vllm_bench_concurrency: tuple[int, ...]
+    vllm_bench_prompts: int
+    vllm_bench_input_len: int
+    vllm_bench_output_len: int
+    vllm_bench_target: str
+    vllm_bench_report_dir: str
     vllm_allow_unsupported_os: bool
     nvidia_driver_manage: bool
     nvidia_driver_branch: str
@@ -103,6 +120,7 @@ class Settings:
     docker_ce_repo: str | None
     nvidia_container_repo: str | None
     docker_registry_mirrors: tuple[str, ...]
+    grafana_apt_repo: str | None
     conda_prefix: str
     conda_env_prefix: str
     conda_installer: str
@@ -111,7 +129,8 @@ class Settings:
 
 
 MIRROR_KEYS = ("pip_index_url", "hf_endpoint", "apt_mirror", "conda_installer_url", "conda_channels",
-               "conda_default_channels", "docker_ce_repo", "nvidia_container_repo", "docker_registry_mirrors")
+               "conda_default_channels", "docker_ce_repo", "nvidia_container_repo", "docker_registry_mirrors",
+               "grafana_apt_repo")
 # What each runtime downloads through the preset: with "custom" these must be set (pip is checked apart).
 _CUSTOM_NEEDS = {
     "venv": ("apt_mirror",),
@@ -210,6 +229,9 @@ def _resolve_mirrors(values: dict[str, Any], merged: Mapping[str, Any], problems
         if isinstance(values[key], str):
             values[key] = values[key].rstrip("/")
     values["docker_registry_mirrors"] = values["docker_registry_mirrors"] or ()
+    if values["vllm_grafana"] and values["grafana_apt_repo"] is None:
+        problems.append(("grafana_apt_repo", f"required for vllm_grafana with mirror_preset {name!r}: Grafana's apt "
+                         "repository base such as 'https://apt.grafana.com'"))
 
 
 def _resolve_paths_and_tls(values: dict[str, Any], problems: list[tuple[str, str]]) -> None:
@@ -217,6 +239,13 @@ def _resolve_paths_and_tls(values: dict[str, Any], problems: list[tuple[str, str
     conda_prefix = (values["conda_prefix"] or f"{prefix.rstrip('/')}/miniconda3").rstrip("/")
     values["conda_prefix"] = conda_prefix
     values["conda_env_prefix"] = f"{conda_prefix}/envs/vllm"
+    if values["vllm_grafana"] and not values["vllm_monitoring"]:
+        problems.append(("vllm_grafana", "Grafana runs beside Prometheus: set vllm_monitoring = True on this host "
+                         "too, or vllm_grafana = False"))
+    if values["vllm_watchdog_timeout"] and values["vllm_watchdog_interval"] \
+            and values["vllm_watchdog_timeout"] > values["vllm_watchdog_interval"] * 4:
+        problems.append(("vllm_watchdog_timeout", "must be at most 4 x vllm_watchdog_interval (a probe outlasting "
+                         "several intervals hides misses); raise the interval or lower the timeout"))
     if (values["vllm_gateway_tls_cert"] is None) != (values["vllm_gateway_tls_key"] is None):
         problems.append(("vllm_gateway_tls_cert", "set both vllm_gateway_tls_cert and vllm_gateway_tls_key, or "
                          "neither (a self-signed certificate is generated on the gateway)"))

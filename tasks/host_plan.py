@@ -29,6 +29,7 @@ from plan.docker_engine import (
 from plan.gateway import GatewayPlan, build_gateway_plan
 from plan.host import HostPlan, build_host_plan
 from plan.keys import resolve_api_key
+from plan.monitoring import ExportersPlan, MonitoringPlan, build_exporters_plan, build_monitoring_plan
 from plan.schema import BY_NAME
 from plan.service import PlanError
 from plan.settings import InstanceSettings, Settings, SettingsError, load_instances, load_settings
@@ -74,6 +75,13 @@ def _gateway(settings: Settings) -> GatewayPlan | None:
         raise PlanError(f"vllm_gateway: deployment '{settings.vllm_deployment}' has gateways on "
                         f"{', '.join(gateways)}; give it one (it is the deployment's single entry point)")
     return build_gateway_plan(settings, host.name, members)
+
+
+def _operate(settings: Settings, device: str) -> tuple[MonitoringPlan | None, ExportersPlan | None]:
+    """The monitoring stack this host runs and what it exports, from its deployment's members."""
+    members = _deployment_members(settings)
+    return (build_monitoring_plan(settings, host.name, members),
+            build_exporters_plan(settings, host.name, members, device, settings.vllm_gateway))
 
 
 def _facts_for_model(base: Any) -> Any:
@@ -151,6 +159,8 @@ def plan_for_current_host() -> HostPlan:
             raise PlanError(f"vllm_api_key_file: {error}") from None
         plan = build_host_plan(instances, facts, host.name, active_units=active, gateway=_gateway(settings),
                                api_key=api_key, facts_for_model=_facts_for_model(facts))
+        monitoring, exporters = _operate(settings, plan.device)
+        plan = replace(plan, monitoring=monitoring, exporters=exporters)
         return _with_install_stages(plan)
     except (SettingsError, PlanError) as error:
         raise DeployError(f"{host.name}: {error}") from None

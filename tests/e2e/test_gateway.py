@@ -16,24 +16,20 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import ssl
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from hostlab import Lab, TestHost
-from hostlab.deployrun import RunResult, lab_api_key, lab_host, run_pyinfra
+from hostlab.deployrun import RunResult, lab_api_key
 from hostlab.lab import SUDO_USER
+from tests.e2e.gatewaylab import GATEWAY_PORT, LoadLoop, Story
 
 pytestmark = pytest.mark.hosts
 
-GATEWAY_PORT = 443
-CERT = "/etc/vllm/gateway/vllm/tls.crt"
 A_INSTANCES = [{"name": "a", "port": 8001}, {"name": "b", "port": 8002}]
 B_INSTANCES = [{"name": "c", "port": 8001}, {"name": "d", "port": 8003, "served_model_name": "tiny-chat"}]
 ACCESS_LOG = "/var/log/nginx/vllm-vllm.access.log"
@@ -41,106 +37,16 @@ KEY_MAP_STAGED = "/etc/vllm/gateway/vllm/keys.conf"
 KEY_HEADER = "/etc/vllm/api-key.header"
 
 
-@dataclass
-class Story:
-    a: TestHost
-    b: TestHost
-    cert: Path
-    outputs: list[str] = field(default_factory=list)
-    overrides: dict = field(default_factory=dict)
-
-    def inventory(self, with_b: bool = True, sudo_user: bool = False) -> list:
-        hosts = [lab_host(self.a, sudo_user, vllm_gateway=True, vllm_instances=A_INSTANCES, **self.overrides)]
-        if with_b:
-            # The gateway reaches B over plain HTTP on the lab's private bridge: accepted in writing.
-            hosts.append(lab_host(self.b, sudo_user, vllm_instances=B_INSTANCES, vllm_backend_tls=False,
-                                  **self.overrides))
-        return hosts
-
-    def deploy(self, with_b: bool = True, script: str = "deploy.py", *args: str, sudo_user: bool = False
-               ) -> RunResult:
-        result = run_pyinfra(self.inventory(with_b, sudo_user), script, *args)
-        self.outputs.append(result.output)
-        return result
-
-    def connection(self) -> http.client.HTTPSConnection:
-        context = ssl.create_default_context(cafile=str(self.cert))
-        return http.client.HTTPSConnection(self.a.ip, GATEWAY_PORT, context=context, timeout=120)
-
-    def request(self, method: str, path: str, payload: dict | None = None, key: str | None = "lab"
-                ) -> tuple[int, bytes, str]:
-        """(status, body, content type) of one request through the gateway, TLS checked against its cert."""
-        headers = {"Content-Type": "application/json"}
-        if key is not None:
-            headers["Authorization"] = f"Bearer {lab_api_key() if key == 'lab' else key}"
-        conn = self.connection()
-        try:
-            conn.request(method, path, json.dumps(payload) if payload is not None else None, headers)
-            response = conn.getresponse()
-            return response.status, response.read(), response.getheader("Content-Type") or ""
-        finally:
-            conn.close()
-
-
 @pytest.fixture(scope="module")
 def story(hostlab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
     a, b = hostlab.add_host("gw-a"), hostlab.add_host("gw-b")
-    s = Story(a, b, tmp_path_factory.mktemp("gateway") / "tls.crt")
+    s = Story(a, b, tmp_path_factory.mktemp("gateway") / "tls.crt", a_data={"vllm_instances": A_INSTANCES},
+              b_data={"vllm_instances": B_INSTANCES})
     try:
         yield s
     finally:
         a.kill()
         b.kill()
-
-
-class LoadLoop:
-    """Clients sending completions through the gateway, each failure recorded with its reason."""
-
-    def __init__(self, story: Story, requests: int, clients: int = 4):
-        self.story = story
-        self.remaining = requests
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.done = 0
-        self.failures: list[str] = []
-        self.threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
-
-    def _take(self) -> bool:
-        with self.lock:
-            if self.remaining <= 0 or self.stop.is_set():
-                return False
-            self.remaining -= 1
-            return True
-
-    def _client(self) -> None:
-        payload = {"model": "tiny", "prompt": "def main(", "max_tokens": 4}
-        while self._take():
-            try:
-                status, body, _ = self.story.request("POST", "/v1/completions", payload)
-                ok = status == 200 and json.loads(body)["choices"][0]["text"] is not None
-                reason = f"HTTP {status}: {body[:200]!r}"
-            except Exception as error:  # noqa: BLE001 - every failure counts, whatever its kind
-                ok, reason = False, repr(error)
-            with self.lock:
-                self.done += 1
-                if not ok:
-                    self.failures.append(reason)
-
-    def __enter__(self) -> LoadLoop:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if exc[0] is not None:
-            self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=600)
-
-    def wait_for(self, count: int, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while self.done < count and time.monotonic() < deadline:
-            time.sleep(0.2)
 
 
 def _listeners(host: TestHost) -> str:
@@ -158,7 +64,7 @@ def _started_at(host: TestHost, unit: str) -> str:
 def test_two_instances_behind_the_gateway_on_one_host(story: Story) -> None:
     first = story.deploy(with_b=False)
     assert first.returncode == 0, first.output[-6000:]
-    story.cert.write_text(story.a.run(f"cat {CERT}").stdout)
+    story.fetch_cert()
     listeners = _listeners(story.a)
     for port in (8001, 8002):
         assert f"127.0.0.1:{port} " in listeners, "behind a gateway on the same host: loopback only"

@@ -67,6 +67,10 @@ EXAMPLES: dict[str, Any] = {
     "vllm_gateway_server_name": "llm.example",
     "vllm_verify_prompt": "Hello",
     "nvidia_driver_branch": "570",
+    "grafana_apt_repo": "https://grafana.example/apt",
+    "vllm_alert_webhook": "https://alerts.example/hook",
+    "vllm_bench_target": "gateway",
+    "vllm_bench_report_dir": "bench-reports",
 }
 # Controller-side paths: they must exist on the controller, and reach hosts only as file contents.
 CONTROLLER_PATHS = ("model_local_path", "vllm_wheelhouse", "vllm_gateway_tls_cert", "vllm_gateway_tls_key",
