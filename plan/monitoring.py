@@ -14,6 +14,10 @@ from plan.settings import InstanceSettings, Settings
 
 Member = tuple[str, Settings, tuple[InstanceSettings, ...]]
 
+# Debian 12's prometheus-node-exporter reads *.prom files from here (its unit's default
+# --collector.textfile.directory); the GPU metrics script and the watchdog write into it.
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+
 
 @dataclass(frozen=True)
 class ExportersPlan:
