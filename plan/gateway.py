@@ -62,6 +62,9 @@ class GatewayPlan:
     upstreams: tuple[Upstream, ...]
     cert_source: str | None
     key_source: str | None
+    # Seconds after a request's first try during which nginx may still re-send it elsewhere: long enough
+    # that a request stuck on a hung engine is re-sent once the watchdog has killed that engine.
+    retry_window: int = 60
 
     @property
     def ident(self) -> str:
@@ -178,7 +181,15 @@ def build_gateway_plan(settings: Settings, host: str,
         upstreams=upstreams,
         cert_source=settings.vllm_gateway_tls_cert,
         key_source=settings.vllm_gateway_tls_key,
+        retry_window=retry_window(member for _, member, _ in members),
     )
+
+
+def retry_window(members: Iterable[Settings]) -> int:
+    """60 s, or more where a member's watchdog may take longer to kill a hung engine (plus 30 s to spare)."""
+    bounds = [m.vllm_watchdog_misses * m.vllm_watchdog_interval + m.vllm_watchdog_timeout + 30
+              for m in members if m.vllm_watchdog]
+    return max([60, *bounds])
 
 
 def _inventory_address(name: str, field: str, used_as: str) -> str:

@@ -72,3 +72,11 @@ def test_nginx_sees_quoted_addresses_and_comment_safe_names() -> None:
     backends = plan.upstreams[0].backends
     assert [b.nginx_server for b in backends] == ["127.0.0.1:8001", "[fd00::12]:8001", "[fd00::12]:8003"]
     assert "\n" not in backends[1].comment_host and plan.nginx_server_name == "gw"
+
+
+def test_the_retry_window_covers_the_slowest_watchdog_of_the_deployment() -> None:
+    remote = {**REMOTE, "vllm_backend_tls": False, "vllm_watchdog_interval": 30, "vllm_watchdog_misses": 4}
+    members = _members(("gw", GATEWAY), ("10.0.0.12", remote))
+    assert build_gateway_plan(members[0][1], "gw", members).retry_window == 4 * 30 + 10 + 30
+    quiet = _members(("gw", {**GATEWAY, "vllm_watchdog": False}))
+    assert build_gateway_plan(quiet[0][1], "gw", quiet).retry_window == 60
