@@ -24,7 +24,6 @@ from plan.monitoring import (
     DEFAULTS,
     GPU_METRICS_SCRIPT,
     GPU_METRICS_UNIT,
-    GRAFANA_DASHBOARDS,
     GRAFANA_DROPIN,
     GRAFANA_KEY,
     GRAFANA_PORT,
@@ -46,7 +45,7 @@ APT = {"update": True, "cache_time": 24 * 3600, "no_recommends": True}
 
 
 def _render(template: str, **values: object) -> StringIO:
-    return StringIO(Template((TEMPLATES / template).read_text()).render(**values))
+    return StringIO(Template((TEMPLATES / template).read_text(), keep_trailing_newline=True).render(**values))
 
 
 def _defaults(service: str, args: str) -> OperationMeta:
@@ -122,10 +121,13 @@ def grafana(m: MonitoringPlan) -> None:
                   dest=GRAFANA_DROPIN, user="root", group="root", mode="644"),
     ]
     systemd.daemon_reload(name="systemd daemon-reload (Grafana drop-in)", _if=any_changed(*dropin))
-    files.directory(name="Grafana dashboards", path=GRAFANA_DASHBOARDS, user="root", group="root", mode="755")
-    provisioned = [files.put(name=f"Grafana {path}", src=StringIO(text), dest=path, user="root",
-                             group="grafana", mode="644")
-                   for path, text in m.files().items() if path.startswith("/etc/grafana/")]
+    grafana_files = {path: text for path, text in m.files().items() if path.startswith("/etc/grafana/")}
+    for directory in sorted({str(Path(path).parent) for path in grafana_files}):
+        files.directory(name=f"Grafana {directory}", path=directory, user="root", group="grafana", mode="755")
+    # create_remote_dir=False: the directories are the ones above, owned as above (no second owner).
+    provisioned = [files.put(name=f"Grafana {path}", src=StringIO(text), dest=path, user="root", group="grafana",
+                             mode="644", create_remote_dir=False)
+                   for path, text in grafana_files.items()]
     _service("grafana-server.service", [*dropin, *provisioned])
 
 
@@ -134,8 +136,9 @@ def prometheus(m: MonitoringPlan) -> None:
     args = [_defaults("prometheus", m.prometheus_args), _defaults("alertmanager", m.alertmanager_args)]
     apt.packages(name="Prometheus and Alertmanager", packages=list(m.apt_packages), **APT)
     content = m.files()
+    # /etc/prometheus is the package's: its owner stays (create_remote_dir=False).
     written = {path: files.put(name=f"Prometheus {Path(path).name}", src=StringIO(content[path]), dest=path,
-                               user="root", group="prometheus", mode="640")
+                               user="root", group="prometheus", mode="640", create_remote_dir=False)
                for path in (PROMETHEUS_CONFIG, RULES_FILE, ALERTMANAGER_CONFIG)}
     prom = [written[PROMETHEUS_CONFIG], written[RULES_FILE]]
     _check("promtool check config (and its rules)", f"promtool check config {sh(PROMETHEUS_CONFIG)}", prom)
