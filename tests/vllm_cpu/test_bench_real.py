@@ -5,15 +5,20 @@ The exact shell lines bench.py sends (bench.command: prepare, one per level, cle
 this machine with the controller venv's Python standing in for the instance's. The server requires an
 API key, read by the level's shell from a 0600 header file as on a host. The base URL uses a name that
 does not resolve, mapped to 127.0.0.1 by the launcher's --resolve (as the gateway's name is on a host).
-The report's counts are checked against the server's own /metrics over the run.
+The report's counts are checked against the server's own /metrics over the run. The gateway's path
+is run too: TLS (a self-signed certificate for a name that does not resolve, in front of the server)
+checked through SSL_CERT_FILE, which must fail without it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
+import ssl
 import subprocess
+import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +45,7 @@ LEVELS = (1, 2)
 PROMPTS = 6
 INPUT_LEN, OUTPUT_LEN = 32, 8
 NAME = "bench-target.invalid"  # never resolves: only the launcher's --resolve makes it reachable
+TLS_NAME = "bench-gw.invalid"
 
 
 @dataclass(frozen=True)
@@ -144,3 +150,91 @@ def test_the_key_is_in_no_command_and_no_file(sweep: dict, server: TinyServer) -
     for path in sweep["report"].rglob("*"):
         if path.is_file() and path.suffix in (".json", ".md"):
             assert server.api_key not in path.read_text()
+
+
+class TlsProxy:
+    """A TLS front for the server on a loopback port (the gateway's role), in a thread of its own."""
+
+    def __init__(self, cert: Path, key: Path, upstream: int):
+        self.upstream = upstream
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(cert, key)
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.port = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.ready.wait(10)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", 0, ssl=self.context))
+        self.port = server.sockets[0].getsockname()[1]
+        self.ready.set()
+        self.loop.run_forever()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def tls_runs(server: TinyServer, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One level through the TLS front with its certificate given (as bench.py does), one without."""
+    tmp = tmp_path_factory.mktemp("bench-tls")
+    cert, key = tmp / "tls.crt", tmp / "tls.key"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout",
+                           str(key), "-out", str(cert), "-subj", f"/CN={TLS_NAME}", "-addext",
+                           f"subjectAltName=DNS:{TLS_NAME}"], capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    header = tmp / "api-key.header"
+    header.touch(mode=0o600)
+    header.write_text(f"Authorization: Bearer {server.api_key}\n")
+    local = LocalHost(python=str(require_controller_python()), key_header_file=str(header))
+    proxy = TlsProxy(cert, key, server.port)
+    runs = {}
+    try:
+        for checked in (True, False):
+            target = Target(kind="gateway", name="gateway", url=f"https://{TLS_NAME}:{proxy.port}", served_name=SERVED,
+                            tokenizer=str(ensure_tiny_model(require_controller_python())),
+                            resolve=f"{TLS_NAME}:{proxy.port}:127.0.0.1", ca_file=str(cert) if checked else None)
+            workdir = check_workdir(_bash(prepare_command()).stdout.strip())
+            try:
+                args = vllm_bench_args(target, 2, 4, INPUT_LEN, OUTPUT_LEN, workdir)
+                run = _bash(level_command(local, target, workdir, 2, args))
+                log = Path(workdir, "c2.log").read_text() if Path(workdir, "c2.log").exists() else ""
+            finally:
+                _bash(cleanup_command(workdir))
+            runs[checked] = (run, log)
+    finally:
+        proxy.stop()
+    return runs
+
+
+def test_through_tls_by_name_with_the_certificate_every_request_completes(tls_runs: dict) -> None:
+    run, log = tls_runs[True]
+    assert run.returncode == 0, f"{run.stdout[-3000:]}\n{log[-3000:]}"
+    level = level_from_result(json.loads(run.stdout))
+    assert (level.completed, level.failed, level.total_output_tokens) == (4, 0, 4 * OUTPUT_LEN)
+
+
+def test_through_tls_without_the_certificate_nothing_completes(tls_runs: dict) -> None:
+    run, log = tls_runs[False]
+    if run.returncode == 0:
+        level = level_from_result(json.loads(run.stdout))
+        assert level.completed == 0 and level.failed == 4
+    assert "CERTIFICATE_VERIFY_FAILED" in run.stdout + log
