@@ -308,6 +308,22 @@ SETTINGS: tuple[Setting, ...] = tuple(
                                                            "a controller directory such as 'bench-reports'"),
          "`bench.py`: controller directory the report folders go to"),
     ) + _section(
+        "Multi-node",
+        ("vllm_cluster", None, optional(pattern(NAME, "a cluster name: lower case letters, digits, '-' or '_'")),
+         "hosts with the same name serve one model together (TP within a node, PP or TP across nodes); `None`: "
+         "this host serves alone"),
+        ("vllm_cluster_head", False, flag,
+         "this member runs the API server (node rank 0, the master address); exactly one per cluster"),
+        ("vllm_cluster_master_port", 29500, integer(1024, 65535),
+         "the head's port for the members' rendezvous (`--master-port`; Ray's GCS port on Ray versions)"),
+        ("vllm_cluster_address", None, optional(address),
+         "how the other members reach this host on the cluster network", {"shown": "`vllm_advertise_address`, "
+                                                                           "else inventory name"}),
+        ("vllm_cluster_interface", None, optional(pattern(r"[A-Za-z0-9][A-Za-z0-9._-]{0,14}",
+                                                          "a network interface name such as 'eth0' or 'ib0'")),
+         "interface for NCCL/gloo (`NCCL_SOCKET_IFNAME`, `GLOO_SOCKET_IFNAME`)",
+         {"shown": "the one that routes to the head"}),
+    ) + _section(
         "Preflight and NVIDIA driver",
         ("vllm_allow_unsupported_os", False, flag,
          "`True` turns \"not Ubuntu 22.04/24.04 or Debian 12\" into a warning"),

@@ -105,6 +105,11 @@ class Settings:
     vllm_bench_output_len: int
     vllm_bench_target: str
     vllm_bench_report_dir: str
+    vllm_cluster: str | None
+    vllm_cluster_head: bool
+    vllm_cluster_master_port: int
+    vllm_cluster_address: str | None
+    vllm_cluster_interface: str | None
     vllm_allow_unsupported_os: bool
     nvidia_driver_manage: bool
     nvidia_driver_branch: str
@@ -166,6 +171,7 @@ def load_settings(data: Mapping[str, Any], foreign: Iterable[str] = ()) -> Setti
     _resolve_model(values, problems)
     _resolve_mirrors(values, merged, problems)
     _resolve_paths_and_tls(values, problems)
+    _check_cluster(values, merged, problems)
     if problems:
         raise SettingsError(problems)
     for name in _NOT_FIELDS:
@@ -249,6 +255,18 @@ def _resolve_paths_and_tls(values: dict[str, Any], problems: list[tuple[str, str
     if (values["vllm_gateway_tls_cert"] is None) != (values["vllm_gateway_tls_key"] is None):
         problems.append(("vllm_gateway_tls_cert", "set both vllm_gateway_tls_cert and vllm_gateway_tls_key, or "
                          "neither (a self-signed certificate is generated on the gateway)"))
+
+
+def _check_cluster(values: dict[str, Any], merged: Mapping[str, Any], problems: list[tuple[str, str]]) -> None:
+    """A cluster member serves one model with all its GPUs, so it cannot also split them into instances."""
+    instances = merged.get("vllm_instances")
+    if values["vllm_cluster"] and isinstance(instances, list | tuple) and len(instances) > 1:
+        problems.append(("vllm_instances", f"a member of cluster {values['vllm_cluster']!r} runs exactly one "
+                         "instance (every GPU of each member serves the one model); remove vllm_instances or "
+                         "vllm_cluster"))
+    if values["vllm_cluster_head"] and not values["vllm_cluster"]:
+        problems.append(("vllm_cluster_head", "is only meaningful with vllm_cluster; set vllm_cluster = '<name>' "
+                         "on every member, or vllm_cluster_head = False"))
 
 
 DEFAULT_INSTANCE = "vllm"

@@ -71,6 +71,9 @@ EXAMPLES: dict[str, Any] = {
     "vllm_alert_webhook": "https://alerts.example/hook",
     "vllm_bench_target": "gateway",
     "vllm_bench_report_dir": "bench-reports",
+    "vllm_cluster": "r1",
+    "vllm_cluster_address": "10.0.0.1",
+    "vllm_cluster_interface": "eth0",
 }
 # Controller-side paths: they must exist on the controller, and reach hosts only as file contents.
 CONTROLLER_PATHS = ("model_local_path", "vllm_wheelhouse", "vllm_gateway_tls_cert", "vllm_gateway_tls_key",
