@@ -386,9 +386,11 @@ class MonitoringPlan:
         jobs: dict[str, list[Target]] = {}
         for target in self.targets:
             jobs.setdefault(target.job, []).append(target)
-        scrape = [{"job_name": "prometheus", "static_configs": [{"targets": [f"{LOOPBACK}:{PROMETHEUS_PORT}"]}]},
+        own = {"host": self.host}
+        scrape = [{"job_name": "prometheus",
+                   "static_configs": [{"targets": [f"{LOOPBACK}:{PROMETHEUS_PORT}"], "labels": own}]},
                   {"job_name": "alertmanager",
-                   "static_configs": [{"targets": [f"{LOOPBACK}:{ALERTMANAGER_PORT}"]}]}]
+                   "static_configs": [{"targets": [f"{LOOPBACK}:{ALERTMANAGER_PORT}"], "labels": own}]}]
         for job, targets in jobs.items():
             scrape.append({"job_name": job, "metrics_path": "/metrics", "static_configs": [
                 {"targets": [t.address], "labels": dict(t.labels)} for t in targets]})

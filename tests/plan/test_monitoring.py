@@ -53,6 +53,7 @@ def test_targets_reach_local_instances_on_loopback_and_others_at_their_address()
     config = yaml.safe_load(plan.files()["/etc/prometheus/prometheus.yml"])
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert set(jobs) == {"prometheus", "alertmanager", "vllm", "node", "nginx"}
+    assert jobs["alertmanager"]["static_configs"] == [{"targets": ["127.0.0.1:9093"], "labels": {"host": "gw"}}]
     assert config["global"]["scrape_interval"] == "15s"
     assert jobs["vllm"]["static_configs"][2] == {"targets": ["10.0.0.2:8001"],
                                                  "labels": {"host": "10.0.0.2", "instance_name": "c"}}
