@@ -77,6 +77,9 @@ class _QuotedDumper(yaml.SafeDumper):
     yaml) can take a quoted one for a number, a boolean, null, an anchor or a comment, whatever an
     inventory name or URL holds; keys such as `scrape_configs` stay bare and readable."""
 
+    def ignore_aliases(self, data: Any) -> bool:
+        return True  # a dict used twice is written out twice, not as an anchor and alias
+
 
 def _quoted_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
     bare = _YAML_BARE.match(value) and value.lower() not in _YAML_WORDS
