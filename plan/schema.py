@@ -66,6 +66,8 @@ def _auto_or_flag(value: Any) -> str | bool:
 
 def _concurrency_list(value: Any) -> tuple[int, ...]:
     """Concurrency levels: a list of positive integers, or "1,2,4" as `pyinfra --data` passes it."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]  # `--data vllm_bench_concurrency=4` arrives as the integer 4
     items = value.split(",") if isinstance(value, str) else value
     try:
         levels = tuple(int(str(v).strip()) for v in items)
@@ -304,8 +306,9 @@ SETTINGS: tuple[Setting, ...] = tuple(
         ("vllm_bench_target", "gateway", pattern(r"gateway|[a-z_][a-z0-9_-]{0,31}",
                                                  "'gateway' or an instance name such as 'vllm'"),
          "`bench.py`: `gateway`, or one instance of the host by its name"),
-        ("vllm_bench_report_dir", "bench-reports", pattern(r"[A-Za-z0-9._/~-]{1,255}",
-                                                           "a controller directory such as 'bench-reports'"),
+        ("vllm_bench_report_dir", "bench-reports",
+         lambda v: pattern(r"[A-Za-z0-9._/~-]{1,255}", "a controller directory such as 'bench-reports'")(
+             str(v) if isinstance(v, int) and not isinstance(v, bool) else v),
          "`bench.py`: controller directory the report folders go to"),
     ) + _section(
         "Multi-node",

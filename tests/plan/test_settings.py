@@ -134,3 +134,12 @@ def test_sizes_parse():
     assert parse_size(4096) == 4096
     with pytest.raises(ValueError):
         parse_size(True)
+
+
+def test_bench_values_as_pyinfra_data_passes_them() -> None:
+    """`pyinfra --data` turns digits into integers and '1,2,4' stays a string: all are taken."""
+    assert load_settings({"vllm_bench_concurrency": 4}).vllm_bench_concurrency == (4,)
+    assert load_settings({"vllm_bench_concurrency": "4,1,2"}).vllm_bench_concurrency == (1, 2, 4)
+    assert load_settings({"vllm_bench_report_dir": 2024}).vllm_bench_report_dir == "2024"
+    with pytest.raises(SettingsError, match="vllm_bench_concurrency"):
+        load_settings({"vllm_bench_concurrency": "1,x"})
