@@ -51,6 +51,8 @@ class WatchedInstance:
     interval: int
     # How long a restart may take: systemctl restart returns once the unit's health wait passed.
     restart_timeout: int
+    # The docker runtime's container (named like the unit): it lives outside the unit's cgroup.
+    container: str | None = None
 
     @property
     def service(self) -> str:
@@ -64,8 +66,10 @@ class WatchedInstance:
     @property
     def restart_commands(self) -> tuple[tuple[str, ...], ...]:
         """SIGKILL first: a wedged engine does not drain, and SIGKILL also ends a stopped (frozen) process;
-        then a restart, which returns once the unit's ExecStartPost saw /health."""
-        return (("systemctl", "kill", "--signal=SIGKILL", self.service),
+        then a restart, which returns once the unit's ExecStartPost saw /health. A container is killed by
+        docker (the unit's cgroup holds only the docker client; its ExecStop would wait out the drain)."""
+        docker = (("docker", "kill", "--signal=KILL", self.container),) if self.container else ()
+        return (*docker, ("systemctl", "kill", "--signal=SIGKILL", self.service),
                 ("systemctl", "restart", self.service))
 
     def to_config(self) -> dict[str, Any]:
@@ -201,6 +205,7 @@ def build_watchdog_plan(settings: Settings, instances: tuple[ServicePlan, ...],
             misses=misses,
             interval=interval,
             restart_timeout=i.stop_timeout + i.start_timeout,
+            container=i.unit if i.runtime == "docker" else None,
         )
         for i in instances
     )

@@ -81,6 +81,13 @@ def test_the_key_itself_is_in_no_plan_output() -> None:
     assert _plan(vllm_require_api_key=False).watchdog.key_header_file is None
 
 
+def test_a_container_is_killed_by_docker_before_the_unit_restarts() -> None:
+    w = host_plan_for("h100-x1-ubuntu2404", {**QWEN, "vllm_runtime": "docker"}).watchdog
+    assert w.config()["instances"][0]["restart_commands"] == [
+        ["docker", "kill", "--signal=KILL", "vllm"], ["systemctl", "kill", "--signal=SIGKILL", "vllm.service"],
+        ["systemctl", "restart", "vllm.service"]]
+
+
 def test_a_listen_address_of_its_own_is_probed_there_ipv6_bracketed() -> None:
     w = host_plan_for("h100-x1-ubuntu2404", {**QWEN, "vllm_host": "::1"}).watchdog
     assert w.config()["instances"][0]["completion_url"] == "http://[::1]:8000/v1/completions"
