@@ -247,7 +247,7 @@ def recorder_command(calls: Path, then: str = "") -> list[str]:
     return [sys.executable, "-c", f"import sys; open(sys.argv[1], 'a').write('restart\\n'); {then}", str(calls)]
 
 
-def start_watchdog(tmp: Path, base: str, *, model: str = "tiny", interval: float = 0.4, timeout: float = 0.3,
+def start_watchdog(tmp: Path, base: str, *, model: str = "tiny", interval: float = 0.6, timeout: float = 0.5,
                    misses: int = 2, state_command: list[str] | None = None, restart_then: str = "",
                    restart_command: list[str] | None = None, key_header_file: Path | None = None) -> Watchdog:
     """Run remote/vllm_watchdog.py on a config like the plan's, with recorders for systemctl."""
@@ -313,8 +313,8 @@ def test_hung_engine_is_restarted_once_with_the_reason_then_watched_again(
     wait_for(lambda: "restarted by the watchdog" in wd.output(), 10, "a restart", wd)
     assert wd.restarts() == ["restart"]
     out = wd.output()
-    assert ("<4>vllm-a: probe missed (1/2): no answer within 0.3 s; /health: 200\n"
-            "<3>vllm-a: engine hung: 2 one-token completions in a row got no answer within 0.3 s while /health "
+    assert ("<4>vllm-a: probe missed (1/2): no answer within 0.5 s; /health: 200\n"
+            "<3>vllm-a: engine hung: 2 one-token completions in a row got no answer within 0.5 s while /health "
             "answered 200; restarting\n") in out
     assert wd.metric("vllm_watchdog_restarts_total") == 1
     assert json.loads((wd.state_dir / "restarts.json").read_text()) == {"vllm-a": 1}
@@ -344,13 +344,13 @@ def test_a_unit_that_is_not_active_is_not_probed(tmp_path: Path, stand_in: Stand
     wd = start_watchdog(tmp_path, stand_in.base, misses=1, state_command=["cat", str(state)])
     started.append(wd)
     wait_for(lambda: "unit is activating; not probed until it is active" in wd.output(), 10, "the state line", wd)
-    time.sleep(1.5)  # several intervals
+    time.sleep(2)  # several intervals
     assert stand_in.completions == [] and wd.restarts() == []
     assert wd.metric("vllm_watchdog_consecutive_misses") == 0
     stand_in.mode_file.write_text("ok")
     state.write_text("active\n")
     wait_for(lambda: len(stand_in.completions) >= 1, 10, "a probe once active", wd)
-    assert "vllm-a: unit is active; probing every 0.4 s" in wd.output()
+    assert "vllm-a: unit is active; probing every 0.6 s" in wd.output()
 
 
 def test_the_restart_counter_survives_a_restart_of_the_watchdog(
