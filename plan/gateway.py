@@ -13,7 +13,7 @@ from typing import Any
 
 from plan.quoting import comment_text, nginx_string
 from plan.service import PlanError
-from plan.settings import InstanceSettings, Settings
+from plan.settings import InstanceSettings, Settings, watchdog_restart_bound
 from plan.validators import Invalid, address
 
 STAGING_DIR = "/etc/vllm/gateway"
@@ -187,7 +187,7 @@ def build_gateway_plan(settings: Settings, host: str,
 
 def retry_window(members: Iterable[Settings]) -> int:
     """60 s, or more where a member's watchdog may take longer to kill a hung engine (plus 30 s to spare)."""
-    bounds = [m.vllm_watchdog_misses * m.vllm_watchdog_interval + m.vllm_watchdog_timeout + 30
+    bounds = [watchdog_restart_bound(m.vllm_watchdog_interval, m.vllm_watchdog_timeout, m.vllm_watchdog_misses) + 30
               for m in members if m.vllm_watchdog]
     return max([60, *bounds])
 

@@ -269,6 +269,14 @@ def _check_cluster(values: dict[str, Any], merged: Mapping[str, Any], problems: 
                          "on every member, or vllm_cluster_head = False"))
 
 
+def watchdog_restart_bound(interval: int, timeout: int, misses: int) -> int:
+    """Seconds from an engine's hang to the watchdog's restart, at most: the probe after the last good one
+    starts within an interval, then `misses` probes each end by their deadline, the next one starting no
+    sooner than an interval after the previous (misses x interval + timeout when timeout <= interval).
+    Here because the watchdog plan and the gateway's retry window both depend on it."""
+    return interval + (misses - 1) * max(interval, timeout) + timeout
+
+
 DEFAULT_INSTANCE = "vllm"
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from plan import quoting
 from plan.monitoring import TEXTFILE_DIR
 from plan.service import CONFIG_DIR, ServicePlan
-from plan.settings import Settings
+from plan.settings import Settings, watchdog_restart_bound
 
 UNIT = "vllm-watchdog"
 UNIT_FILE = f"/etc/systemd/system/{UNIT}.service"
@@ -125,10 +125,8 @@ class WatchdogPlan:
 
     @property
     def restart_bound(self) -> int:
-        """Seconds from an engine's hang to its restart, at most: the probe after the last good one starts
-        within an interval, then `misses` probes each end by their deadline, the next one starting no
-        sooner than an interval after the previous (misses x interval + timeout when timeout <= interval)."""
-        return self.interval + (self.misses - 1) * max(self.interval, self.timeout) + self.timeout
+        """Seconds from an engine's hang to its restart, at most."""
+        return watchdog_restart_bound(self.interval, self.timeout, self.misses)
 
     @property
     def command_line(self) -> str:

@@ -78,5 +78,9 @@ def test_the_retry_window_covers_the_slowest_watchdog_of_the_deployment() -> Non
     remote = {**REMOTE, "vllm_backend_tls": False, "vllm_watchdog_interval": 30, "vllm_watchdog_misses": 4}
     members = _members(("gw", GATEWAY), ("10.0.0.12", remote))
     assert build_gateway_plan(members[0][1], "gw", members).retry_window == 4 * 30 + 10 + 30
+    # A deadline longer than the interval: probes follow each other as each ends.
+    slow = {**REMOTE, "vllm_backend_tls": False, "vllm_watchdog_interval": 10, "vllm_watchdog_timeout": 40}
+    members = _members(("gw", GATEWAY), ("10.0.0.12", slow))
+    assert build_gateway_plan(members[0][1], "gw", members).retry_window == 10 + 2 * 40 + 40 + 30
     quiet = _members(("gw", {**GATEWAY, "vllm_watchdog": False}))
     assert build_gateway_plan(quiet[0][1], "gw", quiet).retry_window == 60
