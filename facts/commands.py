@@ -115,3 +115,17 @@ def conda_state(prefix: str, env: str) -> str:
     conda, python = shlex.quote(f"{prefix}/bin/conda"), shlex.quote(f"{env}/bin/python")
     return (f"{conda} --version 2>&1; {python} --version 2>&1; "
             f"{python} -m pip list --format=freeze --disable-pip-version-check 2>&1 || true")
+
+
+# --- multi-node: the interface that routes to the head, RDMA adapters, PCIe ACS ------------------------------------
+IP_ADDRS = "ip -o -4 addr show 2>&1 || true"
+# RDMA adapters and their link layer (InfiniBand, or Ethernet for RoCE); infiniband-diags may be absent.
+IBSTAT = "ibstat 2>&1 || true"
+# The PCI bridges only (class 0604): their ACSCtl lines say whether P2P traffic is redirected to the root complex.
+PCI_ACS = "lspci -vvv -d ::0604 2>&1 || true"
+IP_ROUTE_GET_MARK = "ip -o route get"
+
+
+def ip_route_get(address: str) -> str:
+    """The interface and source address this host uses to reach `address` (the cluster's head)."""
+    return f"{IP_ROUTE_GET_MARK} {shlex.quote(address)} 2>&1 || true"

@@ -887,3 +887,192 @@ class HostFacts:
             if (path == key or path.startswith(prefix) or key == "/") and len(key) > best_len:
                 best, best_len = usage, len(key)
         return best.avail_bytes if best else None
+
+
+# --- multi-node: ip route/addr, ibstat, PCIe ACS -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    """`ip -o route get ADDRESS`: the interface and source address the kernel uses to reach ADDRESS."""
+
+    status: Literal["ok", "missing", "unreachable", "error", "empty"]
+    destination: str | None = None
+    dev: str | None = None
+    src: str | None = None
+    via: str | None = None
+    local: bool = False  # ADDRESS is this host's own (the kernel answers through `lo`)
+    message: str = ""
+
+
+def parse_ip_route_get(text: Text) -> Route:
+    """One route line (`10.0.0.2 via 10.0.0.1 dev eth0 src 10.0.0.5 uid 0 \\    cache`), or why there is none."""
+    lines = [line for line in _lines(text) if line.strip()]
+    if not lines:
+        return Route(status="empty")
+    if _is_missing(lines):
+        return Route(status="missing", message=lines[0].strip())
+    joined = " ".join(lines)
+    if "unreachable" in joined.lower() or "RTNETLINK answers" in joined:
+        return Route(status="unreachable", message=lines[0].strip())
+    tokens = joined.replace("\\", " ").split()
+    local = tokens[0] in ("local", "broadcast", "multicast")
+    if local:
+        tokens = tokens[1:]
+    values: dict[str, str] = {}
+    for key, value in zip(tokens, tokens[1:], strict=False):
+        if key in ("dev", "src", "via") and key not in values:
+            values[key] = value
+    if "dev" not in values:
+        return Route(status="error", message=lines[0].strip())
+    return Route(status="ok", destination=tokens[0], dev=values["dev"], src=values.get("src"),
+                 via=values.get("via"), local=local)
+
+
+@dataclass(frozen=True)
+class InterfaceAddress:
+    """One IPv4 address of `ip -o -4 addr show`."""
+
+    ifname: str
+    address: str
+    prefixlen: int
+    scope: str = "global"
+
+
+def parse_ip_addr(text: Text) -> tuple[InterfaceAddress, ...]:
+    """`2: eth0    inet 10.0.0.5/24 brd 10.0.0.255 scope global eth0\\ valid_lft ...` lines; others skipped."""
+    found: list[InterfaceAddress] = []
+    for line in _lines(text):
+        match = re.match(r"\s*\d+:\s+(\S+?)(?:@\S+)?\s+inet\s+(\d+\.\d+\.\d+\.\d+)/(\d+)(.*)", line)
+        if not match:
+            continue
+        scope = re.search(r"\bscope\s+(\S+)", match.group(4))
+        found.append(InterfaceAddress(match.group(1), match.group(2), int(match.group(3)),
+                                      scope.group(1) if scope else "global"))
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class IbPort:
+    """One port of an RDMA adapter as `ibstat` prints it."""
+
+    ca: str
+    number: int
+    state: str
+    physical_state: str
+    link_layer: str
+    rate: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state == "Active" and self.physical_state == "LinkUp"
+
+    @property
+    def name(self) -> str:
+        """How NCCL_IB_HCA names it: `mlx5_0:1`."""
+        return f"{self.ca}:{self.number}"
+
+
+@dataclass(frozen=True)
+class IbStat:
+    """RDMA adapters from `ibstat`: 'missing' when infiniband-diags is not installed (then no RDMA is assumed)."""
+
+    status: Literal["ok", "missing", "no_devices", "error", "empty"]
+    ports: tuple[IbPort, ...] = ()
+    message: str = ""
+
+    @property
+    def active_infiniband(self) -> tuple[IbPort, ...]:
+        return tuple(p for p in self.ports if p.active and p.link_layer == "InfiniBand")
+
+    @property
+    def active_roce(self) -> tuple[IbPort, ...]:
+        return tuple(p for p in self.ports if p.active and p.link_layer == "Ethernet")
+
+
+def parse_ibstat(text: Text) -> IbStat:
+    """`CA 'mlx5_0'` blocks with `Port N:` sub-blocks of `State`, `Physical state`, `Rate`, `Link layer`."""
+    lines = _lines(text)
+    if not any(line.strip() for line in lines):
+        return IbStat(status="empty")
+    if _is_missing(lines):
+        return IbStat(status="missing", message=lines[0].strip())
+    if any("No IB devices found" in line or "couldn't find any" in line.lower() for line in lines):
+        return IbStat(status="no_devices", message=next(line.strip() for line in lines if line.strip()))
+    ports: list[IbPort] = []
+    ca: str | None = None
+    port: dict[str, Any] | None = None
+
+    def close() -> None:
+        if ca and port is not None:
+            ports.append(IbPort(ca, port["number"], port.get("State", ""), port.get("Physical state", ""),
+                                port.get("Link layer", "InfiniBand"), _int(port.get("Rate"))))
+
+    for line in lines:
+        stripped = line.strip()
+        ca_match = re.fullmatch(r"CA '([^']+)'", stripped)
+        port_match = re.fullmatch(r"Port (\d+):", stripped)
+        if ca_match:
+            close()
+            ca, port = ca_match.group(1), None
+        elif port_match:
+            close()
+            port = {"number": int(port_match.group(1))}
+        elif port is not None and ":" in stripped:
+            key, _, value = stripped.partition(":")
+            port[key.strip()] = value.strip()
+    close()
+    if not ports:
+        return IbStat(status="error", message=next(line.strip() for line in lines if line.strip()))
+    return IbStat(status="ok", ports=tuple(ports))
+
+
+@dataclass(frozen=True)
+class AcsBridge:
+    """A PCI bridge with Access Control Services: which redirect bits its ACSCtl has on."""
+
+    slot: str
+    description: str
+    enabled: frozenset[str]
+
+    @property
+    def redirects(self) -> bool:
+        """P2P requests or completions are sent up to the root complex (what breaks or slows GPU P2P)."""
+        return bool({"SrcValid", "ReqRedir", "CmpltRedir"} & self.enabled)
+
+
+@dataclass(frozen=True)
+class PciAcs:
+    """ACS state of the PCI bridges from `lspci -vvv -d ::0604`; 'denied' when capabilities need root."""
+
+    status: Literal["ok", "missing", "denied", "empty"]
+    bridges: tuple[AcsBridge, ...] = ()
+
+    @property
+    def redirecting(self) -> tuple[AcsBridge, ...]:
+        return tuple(b for b in self.bridges if b.redirects)
+
+
+def parse_lspci_acs(text: Text) -> PciAcs:
+    """Each bridge's `ACSCtl:` line (`SrcValid+ TransBlk- ReqRedir+ ...`); bridges without ACS are left out."""
+    lines = _lines(text)
+    if not any(line.strip() for line in lines):
+        return PciAcs(status="empty")
+    if _is_missing(lines):
+        return PciAcs(status="missing")
+    bridges: list[AcsBridge] = []
+    slot, description, denied = "", "", False
+    for line in lines:
+        header = re.match(r"([0-9a-fA-F:.]+)\s+(.*)", line) if line and not line[0].isspace() else None
+        if header:
+            slot, description = header.group(1), header.group(2).strip()
+            continue
+        if "Capabilities: <access denied>" in line:
+            denied = True
+        match = re.match(r"\s*ACSCtl:\s*(.*)", line)
+        if match and slot:
+            bits = frozenset(token[:-1] for token in match.group(1).split() if token.endswith("+"))
+            bridges.append(AcsBridge(slot, description, bits))
+    if denied and not bridges:
+        return PciAcs(status="denied")
+    return PciAcs(status="ok", bridges=tuple(bridges))

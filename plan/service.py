@@ -14,6 +14,7 @@ from typing import Any
 
 import sizing
 from plan import quoting
+from plan.interconnect import InterconnectPlan, diagnose, host_path_verdict
 from plan.preflight import preflight
 from plan.recipes import Recipe, RecipeError, resolve_recipe
 from plan.settings import Settings
@@ -320,7 +321,7 @@ def _fit_request(settings: Settings, facts: Any, device: str, model: Any) -> Any
         gpu=gpus[0].name,
         gpus=len(gpus),
         gpu_memory_gib=torch_visible_gib(gpus[0].name, min(sizes)) if sizes else None,
-        p2p=getattr(facts, "p2p", None),
+        p2p=host_path_verdict(facts).p2p,  # plan/interconnect.py: topology, ACS, the card's driver P2P
         **common,
     )
 
@@ -405,7 +406,8 @@ def _chat_template(settings: Settings) -> tuple[str | None, str | None]:
                     "nor an absolute path on the host")
 
 
-def _service_env(settings: Settings, plan_device: str, state_dir: str, fit: Any, hf_endpoint: str | None) -> dict:
+def _service_env(settings: Settings, plan_device: str, state_dir: str, fit: Any, hf_endpoint: str | None,
+                 interconnect: InterconnectPlan | None = None) -> dict:
     env = {
         "HF_HUB_OFFLINE": "1",
         "VLLM_NO_USAGE_STATS": "1",
@@ -419,9 +421,9 @@ def _service_env(settings: Settings, plan_device: str, state_dir: str, fit: Any,
         # One process less and vLLM's internal ports on loopback: what made the CPU build start reliably.
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         env["VLLM_HOST_IP"] = "127.0.0.1"
-    elif "--disable-custom-all-reduce" in fit.vllm_args:
-        # Without P2P/NVLink, NCCL's P2P transport can hang consumer cards (vllm #14449).
-        env["NCCL_P2P_DISABLE"] = "1"
+    elif interconnect is not None:
+        # NCCL_P2P_DISABLE only where NCCL's P2P would hang (GeForce PCIe P2P, vllm #14449; ACS redirect).
+        env.update(interconnect.env)
     if hf_endpoint:
         env["HF_ENDPOINT"] = hf_endpoint
     env.update(settings.vllm_env)
@@ -489,6 +491,9 @@ def build_plan(settings: Settings, facts: Any, host: str, service_active: bool =
                  "--served-model-name", settings.vllm_served_model_name,
                  "--host", "0.0.0.0" if docker else listen,
                  "--port", str(settings.vllm_port), *fit.vllm_args]
+    doctor = diagnose(host_path_verdict(facts), fit.tensor_parallel_size, device)
+    if doctor.disable_custom_all_reduce and "--disable-custom-all-reduce" not in vllm_args:
+        vllm_args.append("--disable-custom-all-reduce")
     if template_path:
         vllm_args += ["--chat-template", template_path]
     if settings.vllm_shutdown_timeout and sizing.flag_problem("--shutdown-timeout", settings.vllm_version) is None:
@@ -498,7 +503,7 @@ def build_plan(settings: Settings, facts: Any, host: str, service_active: bool =
         vllm_args.append("--trust-remote-code")
     recipe = model_recipe(settings, model)
     vllm_args += [*recipe.args, *settings.vllm_extra_args]
-    env = _service_env(settings, device, state_dir, fit, settings.hf_endpoint)
+    env = _service_env(settings, device, state_dir, fit, settings.hf_endpoint, doctor)
     if gpus is not None and not docker:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
     image = settings.vllm_docker_image or f"vllm/vllm-openai:v{settings.vllm_version}"
@@ -562,7 +567,9 @@ def build_plan(settings: Settings, facts: Any, host: str, service_active: bool =
         env=env,
         install=install,
         model=model_plan,
-        sizing=fit.to_dict(),
+        sizing={**fit.to_dict(), "disable_custom_all_reduce": "--disable-custom-all-reduce" in vllm_args,
+                "reasons": [r for r in fit.reasons if not r.startswith("--disable-custom-all-reduce")]
+                + list(doctor.reasons)},
         verify_timeout=settings.vllm_verify_timeout,
         verify_prompt=settings.vllm_verify_prompt,
         chat_template_source=template_src,

@@ -36,7 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--gpu", help="GPU name as nvidia-smi prints it, or an alias (4090, A100-80GB, T4 ...)")
     f.add_argument("--gpus", type=int, default=1, help="GPUs per node (default 1)")
     f.add_argument("--gpu-memory-gib", type=float, help="memory per GPU when it differs from the catalog")
-    f.add_argument("--nodes", type=int, default=1)
+    f.add_argument("--nodes", type=int, default=1,
+                   help="nodes of --gpus GPUs each serving the one model (TP within a node, PP across nodes)")
+    f.add_argument("--master-addr", default="HEAD_ADDRESS", help="with --nodes: the head's address in the "
+                   "printed per-node commands")
+    f.add_argument("--master-port", type=int, default=29500, help="with --nodes: the head's rendezvous port")
     f.add_argument("--tensor-parallel-size", type=int)
     f.add_argument("--pipeline-parallel-size", type=int)
     f.add_argument("--dtype")
@@ -103,7 +107,8 @@ def _hub_summary(found: HubModel) -> dict[str, object]:
     }  # fmt: skip
 
 
-def _table(result: FitResult, found: HubModel | None = None) -> str:
+def _table(result: FitResult, found: HubModel | None = None, master_addr: str = "HEAD_ADDRESS",
+           master_port: int = 29500) -> str:
     verdict = {"ok": "FITS", "kv_too_small": "DOES NOT FIT (KV cache too small)", "oom": "DOES NOT FIT (out of memory)"}
     when = {"load_or_profile": "loading weights or profiling",
             "startup_free_memory": "at start-up: less memory free than requested",
@@ -119,6 +124,8 @@ def _table(result: FitResult, found: HubModel | None = None) -> str:
         ("gpu", result.gpu or "-"),
         ("vLLM", result.vllm_version),
         ("tensor x pipeline", f"{result.tensor_parallel_size} x {result.pipeline_parallel_size}"),
+        *([("nodes", f"{result.nodes} x {result.ranks_per_node} {'GPUs' if result.gpu else 'ranks'} per node")]
+          if result.nodes > 1 else []),
         ("dtype / kv cache", f"{result.dtype} / {result.kv_cache_dtype}"),
         ("gpu memory utilization", f"{result.gpu_memory_utilization:g}"),
         ("max model len", f"{result.max_model_len:,}"),
@@ -139,7 +146,30 @@ def _table(result: FitResult, found: HubModel | None = None) -> str:
         lines += [f"  - {s}" for s in result.suggestions]
     lines.append("")
     lines.append("vllm serve MODEL " + " ".join(result.vllm_args))
+    if result.nodes > 1:
+        lines += ["", f"per node ({_executor_text(result)}):"]
+        for launch in _launches(result, master_addr, master_port):
+            who = f"node {launch.rank}" + (" (head)" if launch.head else "")
+            steps = [" ".join(launch.ray_start)] if launch.ray_start else []
+            if launch.serve_args is not None:
+                steps.append(" ".join(["vllm serve MODEL", *result.vllm_args, *launch.serve_args]))
+            lines.append(f"  {who}: " + " && ".join(steps) if len(steps) == 1 else f"  {who}: {steps[0]}")
+            lines += [f"  {' ' * len(who)}  {step}" for step in steps[1:]]
     return "\n".join(lines)
+
+
+def _executor_text(result: FitResult) -> str:
+    from sizing.multinode import executor_for
+
+    if executor_for(result.vllm_version) == "mp":
+        return f"vLLM {result.vllm_version}'s own multi-node executor; followers headless"
+    return f"vLLM {result.vllm_version} predates the multi-node executor (0.11.1): a Ray cluster"
+
+
+def _launches(result: FitResult, master_addr: str, master_port: int) -> tuple:
+    from sizing.multinode import node_launches
+
+    return node_launches(result.nodes, master_addr, master_port, result.vllm_version)
 
 
 def _calibration(args: argparse.Namespace) -> int:
@@ -221,7 +251,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = result.to_dict()
         if found is not None:
             data["hub"] = _hub_summary(found)
+        if result.nodes > 1:
+            data["node_launches"] = [{"rank": n.rank, "head": n.head, "serve_args": n.serve_args,
+                                      "ray_start": n.ray_start}
+                                     for n in _launches(result, args.master_addr, args.master_port)]
         print(json.dumps(data, ensure_ascii=False))
     else:
-        print(_table(result, found))
+        print(_table(result, found, args.master_addr, args.master_port))
     return EXIT_FITS if result.fits else EXIT_DOES_NOT_FIT

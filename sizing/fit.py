@@ -130,6 +130,8 @@ class FitResult:
     cudagraph_after_kv_gib: float = 0.0  # graph memory captured after the KV cache, outside the budget
     headroom_gib: float = 0.0  # total - requested - CUDA context - other processes, per GPU
     cudagraph_capture_sizes: list[int] = field(default_factory=list)
+    nodes: int = 1  # nodes serving this one replica (TP within a node, PP across them; TP across on CPUs)
+    ranks_per_node: int = 1  # GPUs (CPU backend: processes) each node runs
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -454,6 +456,30 @@ def fit(request: FitRequest) -> FitResult:
         )
     if ctx.device == "cpu":
         return _fit_cpu(ctx, req, dtype, kv_dtype, reasons)
+    result = _fit_cuda(ctx, req, spec, dtype, kv_dtype, util, reasons)
+    result.nodes = req.nodes
+    result.ranks_per_node = result.tensor_parallel_size * result.pipeline_parallel_size // req.nodes
+    if req.nodes > 1:
+        result.reasons.insert(0, _nodes_reason(result, req))
+    return result
+
+
+def _nodes_reason(result: FitResult, req: FitRequest) -> str:
+    """Why this layout across nodes: TP needs an all-reduce per layer (NVLink/PCIe speed), PP only hands over
+    activations at stage boundaries, which the network between nodes can carry."""
+    tp, pp = result.tensor_parallel_size, result.pipeline_parallel_size
+    idle = req.gpus - result.ranks_per_node
+    text = (f"{req.nodes} nodes x {req.gpus} GPUs: TP {tp} within each node, PP {pp} across nodes (each layer's "
+            "all-reduce stays on the node's own links; only activations cross the network)")
+    if idle > 0:
+        text += f"; {idle} GPU(s) per node idle: no valid TP uses all {req.gpus}"
+    return text
+
+
+def _fit_cuda(ctx: _Ctx, req: FitRequest, spec: ModelSpec, dtype: str, kv_dtype: str, util: float | None,
+              reasons: list[str]) -> FitResult:  # fmt: skip
+    """Choose (or check) the GPU layout, context and memory settings."""
+    model_max = spec.max_position_embeddings
 
     util = util if util is not None else ctx.traits.gpu_memory_utilization
     per_node = req.gpus
@@ -891,32 +917,45 @@ def _quantized_variants(ctx: _Ctx, req: FitRequest, dep: Deployment, max_len: in
 def _fit_cpu(ctx: _Ctx, req: FitRequest, dtype: str, kv_dtype: str, reasons: list[str]) -> FitResult:
     """vLLM's CPU backend: no profiling, the KV cache is whatever --kv-cache-memory-bytes says."""
     spec = ctx.spec
-    tp = req.tensor_parallel_size or 1
+    nodes = req.nodes
+    if nodes > 1 and (req.pipeline_parallel_size or 1) > 1:
+        raise SizingError("pipeline_parallel_size", "pipeline parallel across nodes crashes the CPU backend on the "
+                          "first completion (AssertionError in sync_and_gather_intermediate_tensors); leave it "
+                          "unset: the CPU backend spreads a model over nodes with tensor parallel")
+    tp = req.tensor_parallel_size or nodes
+    if tp % nodes:
+        raise SizingError("tensor_parallel_size", f"{tp} ranks do not spread evenly over {nodes} nodes; use a "
+                          f"multiple of {nodes}")
+    per_node = tp // nodes  # the host memory below is one node's: it holds this many ranks
     problem = tp_problem(spec, tp)
     if problem:
         raise SizingError("tensor_parallel_size", f"{problem} for {spec.name}")
+    if nodes > 1:
+        reasons.append(f"{nodes} nodes: TP {tp} across them ({per_node} rank(s) per node; the CPU backend cannot "
+                       "pipeline across nodes)")
     max_len_given = req.max_model_len
     probe_len = max_len_given or min(spec.max_position_embeddings, 4096)
     dep = _deployment(ctx, req, tp, 1, dtype, 1.0, probe_len, True, kv_dtype, 0)
     mem = replica_memory(spec, dep, ctx.traits)
     weights = mem.tight.weights_bytes
-    spare = ctx.gpu_bytes - weights * tp - CPU_RUNTIME_BYTES
+    spare = ctx.gpu_bytes - weights * per_node - CPU_RUNTIME_BYTES
     kv_bytes = req.kv_cache_memory_bytes
     if kv_bytes is None:
         # Enough for MIN_CONCURRENCY requests of the context, within the memory that is left.
         per_request = mem.blocks_for(probe_len) * dep.block_size * mem.tight.kv_bytes_per_token
-        kv_bytes = max(0, min(spare // tp, per_request * MIN_CONCURRENCY))
+        kv_bytes = max(0, min(spare // per_node, per_request * MIN_CONCURRENCY))
         kv_bytes = kv_bytes // (1 << 20) * (1 << 20)
         reasons.append(f"KV cache sized for {MIN_CONCURRENCY} requests of {probe_len:,} tokens within free memory")
     dep = replace(dep, kv_cache_memory_bytes=kv_bytes)
     mem = replica_memory(spec, dep, ctx.traits)
-    need = (weights + kv_bytes) * tp + CPU_RUNTIME_BYTES
+    need = (weights + kv_bytes) * per_node + CPU_RUNTIME_BYTES
     max_len = max_len_given or probe_len
     outcome = _outcome(mem, max_len)
     if need > ctx.gpu_bytes or kv_bytes <= 0:
         outcome = "oom"
     reasons.append(
-        f"host memory {_gib(ctx.gpu_bytes)}: weights {_gib(weights * tp)} + KV cache {_gib(kv_bytes * tp)} + "
+        f"host memory {_gib(ctx.gpu_bytes)}: weights {_gib(weights * per_node)} + "
+        f"KV cache {_gib(kv_bytes * per_node)} + "
         f"runtime ~{_gib(CPU_RUNTIME_BYTES)} = {_gib(need)}"
     )
     fit_len = min(mem.max_model_len_fit(), spec.max_position_embeddings)
@@ -956,6 +995,8 @@ def _fit_cpu(ctx: _Ctx, req: FitRequest, dtype: str, kv_dtype: str, reasons: lis
         vllm_args=_vllm_args(ctx, req, dep, max_len, False),
         reasons=reasons,
         suggestions=suggestions,
+        nodes=nodes,
+        ranks_per_node=per_node,
     )
 
 
