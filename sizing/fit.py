@@ -20,7 +20,10 @@ Rules the chooser follows when a setting is left open (``None``):
 - quantization: the checkpoint's method; awq/gptq run their Marlin kernels on compute capability 8.0+, as vLLM
   picks them; --quantization may only name the checkpoint's method (or its Marlin kernel), or fp8/bitsandbytes
   to quantize an unquantized checkpoint while loading.
-- --disable-custom-all-reduce when TP > 1 and the GPUs have neither P2P nor NVLink (a host fact overrides).
+- --disable-custom-all-reduce when TP > 1 and the GPUs have neither P2P nor NVLink (a host fact overrides; the
+  deploy's verdict comes from plan/interconnect.py, which also decides NCCL_P2P_DISABLE).
+- several nodes (``nodes``): TP within a node and PP across nodes on GPUs; TP across nodes on the CPU backend,
+  where PP across nodes crashes the first completion. The host memory given for the CPU backend is one node's.
 """
 
 from __future__ import annotations

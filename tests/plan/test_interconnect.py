@@ -91,3 +91,17 @@ def test_host_facts_route_through_the_doctor() -> None:
                         gpu_query=p.parse_gpu_query((RTX4090 / "gpus.txt").read_text()))
     assert host_path_verdict(facts).p2p is False
     assert host_path_verdict(facts, acs(RTX4090)).nccl_unsafe
+
+
+def test_the_service_plan_carries_the_doctors_flag_env_and_reason() -> None:
+    from plan.service import build_plan
+    from plan.settings import load_settings
+    from tests.plan.test_preflight import recorded
+
+    settings = load_settings({"model": "Qwen/Qwen3-8B", "vllm_tensor_parallel_size": 2})
+    rtx = build_plan(settings, recorded("4090-x2-ubuntu2204"), "ws")
+    assert "--disable-custom-all-reduce" in rtx.argv and rtx.env["NCCL_P2P_DISABLE"] == "1"
+    assert "does not enable PCIe peer-to-peer" in rtx.summary()
+    nvlink = build_plan(settings, recorded("a100sxm-x8-ubuntu2204"), "dgx")
+    assert "--disable-custom-all-reduce" not in nvlink.argv and "NCCL_P2P_DISABLE" not in nvlink.env
+    assert "custom all-reduce on: NVLink" in nvlink.summary()
