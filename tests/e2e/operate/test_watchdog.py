@@ -16,6 +16,7 @@ import time
 import pytest
 
 from hostlab import TestHost
+from plan.settings import watchdog_restart_bound
 from tests.e2e.gatewaylab import LoadLoop, Story
 from tests.e2e.operate.conftest import FAST
 
@@ -49,7 +50,8 @@ def _restarts(host: TestHost, unit: str) -> float:
 
 def test_frozen_engine_is_restarted_and_clients_are_served(operated: Story) -> None:
     a = operated.a
-    bound = FAST["vllm_watchdog_misses"] * FAST["vllm_watchdog_interval"] + FAST["vllm_watchdog_timeout"]
+    bound = watchdog_restart_bound(FAST["vllm_watchdog_interval"], FAST["vllm_watchdog_timeout"],
+                                   FAST["vllm_watchdog_misses"])
     before = _restarts(a, UNIT)
     engine = _engine_core_pid(a, UNIT)
     with LoadLoop(operated, requests=400) as loop:
