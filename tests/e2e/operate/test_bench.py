@@ -2,13 +2,15 @@
 
 Host A runs the gateway; the sweep runs there with A's vLLM venv, against https://<A>:443 reached on
 loopback and checked against the gateway's certificate; B has nothing to do. The report's completed
-count must equal the completions the gateway itself logged over the run (its access log), the key
+count must equal the completions the gateway itself logged over the run (its access log) and those
+the instances themselves counted (vLLM's generation-length histogram on their `/metrics`), the key
 must be nowhere in pyinfra's output or the report, and the host keeps no work directory.
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -22,6 +24,19 @@ PROMPTS = 12
 ACCESS_LOG = "/var/log/nginx/vllm-vllm.access.log"
 
 
+def _served_with_16_tokens(story: Story) -> float:
+    """Requests every instance itself counted with 11-20 generated tokens (vLLM's own histogram): the
+    benchmark's (exactly 16 each), not the watchdog's one-token probes or other tests' shorter ones."""
+    total = 0.0
+    for host, ports in ((story.a, (8001, 8002)), (story.b, (8001,))):
+        for port in ports:
+            text = host.run(f"curl -s http://127.0.0.1:{port}/metrics").stdout
+            buckets = {le: float(v) for le, v in re.findall(
+                r'^vllm:request_generation_tokens_bucket\{[^}]*le="([0-9.]+)"[^}]*\} (\S+)$', text, re.M)}
+            total += buckets["20.0"] - buckets["10.0"]
+    return total
+
+
 def _completions_logged(story: Story) -> int:
     """Completions the gateway answered 200, from its own access log."""
     out = story.a.run(f"grep -c '\"POST /v1/completions HTTP/1.1\" 200 ' {ACCESS_LOG} || true").stdout
@@ -31,13 +46,14 @@ def _completions_logged(story: Story) -> int:
 @pytest.fixture(scope="module")
 def bench_run(operated: Story, tmp_path_factory: pytest.TempPathFactory) -> dict:
     reports = tmp_path_factory.mktemp("bench-reports")
-    before = _completions_logged(operated)
+    before, counted_before = _completions_logged(operated), _served_with_16_tokens(operated)
     result = operated.deploy(True, "bench.py",
                              "--data", f"vllm_bench_concurrency={','.join(map(str, LEVELS))}",
                              "--data", f"vllm_bench_prompts={PROMPTS}",
                              "--data", "vllm_bench_input_len=32", "--data", "vllm_bench_output_len=16",
                              "--data", f"vllm_bench_report_dir={reports}")
-    return {"result": result, "reports": reports, "logged": _completions_logged(operated) - before}
+    return {"result": result, "reports": reports, "logged": _completions_logged(operated) - before,
+            "counted": _served_with_16_tokens(operated) - counted_before}
 
 
 def test_bench_runs_on_the_gateway_host_only_with_progress(bench_run: dict, operated: Story) -> None:
@@ -59,7 +75,8 @@ def test_report_counts_every_request_the_gateway_served(bench_run: dict) -> None
     levels = report["levels"]
     assert [lv["concurrency"] for lv in levels] == list(LEVELS)
     assert all(lv["completed"] == PROMPTS and lv["failed"] == 0 for lv in levels), levels
-    assert sum(lv["completed"] for lv in levels) == bench_run["logged"] == len(LEVELS) * PROMPTS
+    completed = sum(lv["completed"] for lv in levels)
+    assert completed == bench_run["logged"] == bench_run["counted"] == len(LEVELS) * PROMPTS, bench_run
     assert all(lv["total_output_tokens"] == PROMPTS * 16 for lv in levels)  # --ignore-eos: exactly 16 each
     inputs = report["inputs"]
     assert inputs["target"]["kind"] == "gateway" and inputs["target"]["url"].startswith("https://")
