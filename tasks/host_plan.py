@@ -6,7 +6,7 @@ from dataclasses import replace
 from functools import cache
 from typing import Any
 
-from pyinfra import host, state
+from pyinfra import host, logger, state
 from pyinfra.api.connectors import get_all_connectors
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.systemd import SystemdStatus
@@ -14,6 +14,7 @@ from pyinfra.facts.systemd import SystemdStatus
 from facts import host as fact
 from facts.gather import gather_host_facts
 from plan.apt_mirror import AptMirrorError, AptMirrorPlan, plan_apt_mirror, watched_paths
+from plan.cluster import ClusterError, ClusterMember, build_cluster_plan, member_address
 from plan.conda import CondaPlan, condarc_path, pip_conf_path, plan_conda
 from plan.docker_engine import (
     DOCKER_KEY,
@@ -75,6 +76,28 @@ def _gateway(settings: Settings) -> GatewayPlan | None:
         raise PlanError(f"vllm_gateway: deployment '{settings.vllm_deployment}' has gateways on "
                         f"{', '.join(gateways)}; give it one (it is the deployment's single entry point)")
     return build_gateway_plan(settings, host.name, members)
+
+
+def _refuse_cluster(settings: Settings) -> None:
+    """A `vllm_cluster` member: plan the cluster from every member's settings (every refusal named at once),
+    print it, and stop before any change: the stages that bring a cluster up are not built yet."""
+    members = []
+    for other in state.inventory:
+        data = other.data.dict()
+        if data.get("vllm_cluster") != settings.vllm_cluster:
+            continue
+        instances = load_instances(data, pyinfra_data_keys())
+        member = instances[0].settings
+        members.append(ClusterMember(other.name, member, None, member_address(other.name, member),
+                                     instances=len(instances)))
+    try:
+        plan = build_cluster_plan(members)
+    except ClusterError as error:
+        raise PlanError(str(error)) from None
+    logger.info(plan.summary())
+    raise PlanError(f"vllm_cluster: cluster {settings.vllm_cluster!r} is planned above, but deploying a multi-node "
+                    "instance is not built yet; nothing was changed. Size it with `python -m sizing fit --nodes N`, "
+                    "or remove vllm_cluster to serve the model on each host alone")
 
 
 def _operate(settings: Settings, device: str) -> tuple[MonitoringPlan | None, ExportersPlan | None]:
@@ -149,6 +172,8 @@ def plan_for_current_host() -> HostPlan:
     try:
         instances = load_instances(host.data.dict(), pyinfra_data_keys())
         settings = instances[0].settings
+        if settings.vllm_cluster:
+            _refuse_cluster(settings)
         facts = gather_host_facts(host, model_dir=settings.model_dir,
                                   ports=[i.settings.vllm_port for i in instances])
         statuses = host.get_fact(SystemdStatus)
