@@ -5,7 +5,7 @@ already matches are skipped), then checked against a SHA-256 manifest; a marker
 holding the manifest's digest makes a complete copy a no-op next time.
 
 A hub source is downloaded on the host by a systemd oneshot that then runs
-tasks/model_check.py (uploaded): the repository's file list against the
+remote/model_check.py (uploaded): the repository's file list against the
 directory, then the manifest and the marker. After it, every instance serving the
 model is re-sized from the downloaded config.json (plan/replan.py).
 """
@@ -33,11 +33,12 @@ from plan.quoting import comment_text, sh, sh_join, systemd_environment, systemd
 from plan.replan import plan_changes, replan_message
 from plan.service import ModelPlan, ServicePlan
 from plan.settings import Settings
-from tasks import model_check, remote
-from tasks.model_check import MANIFEST, MARKER
+from remote import model_check
+from remote.model_check import MANIFEST, MARKER
+from tasks import remote
 
 DOWNLOAD_UNIT = "vllm-model-download"
-# tasks/model_check.py, uploaded under the prefix and run by the download unit.
+# remote/model_check.py, uploaded under the prefix and run by the download unit.
 CHECK_SCRIPT = "model-check.py"
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 

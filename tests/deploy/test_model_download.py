@@ -2,7 +2,7 @@
 
 The download oneshot's answers (its state, its journal, the config.json it left)
 are faked like a real host would print them; the journal of a failed check is the
-report tasks/model_check.py writes for a real directory with a missing and a
+report remote/model_check.py writes for a real directory with a missing and a
 short shard.
 """
 
@@ -21,8 +21,8 @@ from facts import commands
 from facts.gather import gather_host_facts
 from plan.service import build_plan
 from plan.settings import load_instances
+from remote import model_check
 from sizing.catalog import find_model
-from tasks import model_check
 from tasks.model_files import MARKER, downloaded_config_command
 from tests.deploy.fakeserver import plan_for, run_fake_deploy, serving_responses
 from tests.fakehosts import fake_host_data, make_fake_state

@@ -1,4 +1,4 @@
-"""The completeness check of hub downloads (tasks/model_check.py), on real directories and no host.
+"""The completeness check of hub downloads (remote/model_check.py), on real directories and no host.
 
 The same file is uploaded to hosts and run with the hub venv's python, so it is
 also run here as a script, from outside the project, with a stand-in hub client.
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import model_check
-from tasks.model_check import MANIFEST, MARKER, ListingError, RemoteFile, compare, format_report, remote_files
+from remote import model_check
+from remote.model_check import MANIFEST, MARKER, ListingError, RemoteFile, compare, format_report, remote_files
 
 
 def _write(root: Path, files: dict[str, bytes]) -> None:

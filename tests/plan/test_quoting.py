@@ -43,8 +43,8 @@ from plan import conda as cd
 from plan import quoting
 from plan.docker_engine import KeyDownload, key_command
 from plan.service import ModelPlan, ServicePlan
+from remote.model_check import MANIFEST, MARKER
 from tasks.install_venv import pip_install_args
-from tasks.model_check import MANIFEST, MARKER
 from tasks.model_files import download_unit_values, verify_command
 
 ROOT = Path(__file__).resolve().parents[2]
