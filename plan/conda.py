@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from facts.parsers import normalize_dist
-from plan.docker_engine import PREREQUISITES, missing_packages
+from plan.packages import PREREQUISITES, missing_packages
 from plan.quoting import config_word, sh, sh_join
 
 HUB_PACKAGE = "modelscope"

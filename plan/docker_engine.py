@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from plan.apt_mirror import distribution
+from plan.packages import PREREQUISITES, installed, missing_packages
 from plan.quoting import config_word, sh
 
 KEYRINGS_DIR = "/etc/apt/keyrings"
@@ -23,7 +24,6 @@ DOCKER_SOURCES = "/etc/apt/sources.list.d/docker.sources"
 NVIDIA_KEY = f"{KEYRINGS_DIR}/nvidia-container-toolkit.asc"
 NVIDIA_SOURCES = "/etc/apt/sources.list.d/nvidia-container-toolkit.list"
 DAEMON_JSON = "/etc/docker/daemon.json"
-PREREQUISITES = ("ca-certificates", "curl")
 ENGINE_PACKAGES = ("docker-ce", "docker-ce-cli", "containerd.io")
 TOOLKIT_PACKAGES = ("nvidia-container-toolkit",)
 # Distribution engines that conflict with docker-ce (containerd.io replaces containerd); if one
@@ -93,16 +93,6 @@ def render_nvidia_list(base: str) -> str:
     return f"deb [signed-by={NVIDIA_KEY}] {base}/stable/deb/$(ARCH) /\n"
 
 
-def _installed(packages: Mapping[str, Any], name: str) -> bool:
-    package = packages.get(name)
-    return bool(package is not None and getattr(package, "installed", False))
-
-
-def missing_packages(packages: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str, ...]:
-    """Those of `names` that dpkg (the DebPackageVersions fact) does not show as installed."""
-    return tuple(name for name in names if not _installed(packages, name))
-
-
 def merge_daemon_json(current: Mapping[str, Any], registry_mirrors: tuple[str, ...],
                       add_runtime: bool) -> dict[str, Any] | None:
     """daemon.json with our keys merged in, or None when the current file already has them.
@@ -139,7 +129,7 @@ def plan_docker_engine(*, docker_ce_repo: str | None, nvidia_container_repo: str
     keys: list[KeyDownload] = []
     repo_files: list[RepoFile] = []
     wanted: list[str] = []
-    distro_engine = next((name for name in DISTRO_ENGINES if _installed(packages, name)), None)
+    distro_engine = next((name for name in DISTRO_ENGINES if installed(packages, name)), None)
     if distro_engine:
         warnings.append(f"{distro_engine} is installed: using it rather than installing docker-ce")
     else:
