@@ -13,7 +13,7 @@ from io import BytesIO
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import apt, docker, files, server
+from pyinfra.operations import apt, docker, files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from plan.docker_engine import DAEMON_JSON, DockerEnginePlan, key_command
@@ -44,8 +44,9 @@ def docker_engine(engine: DockerEnginePlan) -> list[OperationMeta]:
         daemon_ops.append(files.put(name="Registry mirrors in daemon.json", src=BytesIO(engine.daemon_json.encode()),
                                     dest=DAEMON_JSON, user="root", group="root", mode="644"))
     if daemon_ops:
-        daemon_ops.append(server.shell(name="Restart docker (daemon.json changed)",
-                                       commands=["systemctl restart docker.service"], _if=any_changed(*daemon_ops)))
+        # Restarted when running, started when not: either way docker reads the new daemon.json.
+        daemon_ops.append(systemd.service(name="Restart docker (daemon.json changed)", service="docker.service",
+                                          running=True, restarted=True, _if=any_changed(*daemon_ops)))
     return ops + daemon_ops
 
 

@@ -14,7 +14,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.systemd import SystemdStatus
-from pyinfra.operations import files, python, server, systemd
+from pyinfra.operations import files, python, systemd
 
 from plan.host import HostPlan
 from plan.service import ServicePlan
@@ -101,8 +101,7 @@ def service_instances(plan: HostPlan, restart_all: list[OperationMeta],
     for instance in plan.instances:
         changes, unit = _instance_files(instance)
         changes += restart_all + (restart_model or {}).get(instance.model.host_dir, [])
-        server.shell(name=f"{instance.unit}: systemd daemon-reload", commands=["systemctl daemon-reload"],
-                     _if=unit.did_change)
+        systemd.daemon_reload(name=f"{instance.unit}: systemd daemon-reload", _if=unit.did_change)
         systemd.service(name=f"{instance.unit}.service enabled at boot", service=f"{instance.unit}.service",
                         running=None, enabled=True)
         is_running = bool(running.get(f"{instance.unit}.service"))
