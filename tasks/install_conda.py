@@ -16,16 +16,7 @@ from pyinfra.operations import apt, files, server
 from plan.conda import CondaPlan, create_env_command, installer_command, pip_command, pip_remove_command
 from plan.host import HostPlan
 from tasks.install_venv import pip_install_args
-
-
-def _service_account(plan: HostPlan) -> None:
-    """The service user and its directories, as the venv runtime has them."""
-    server.user(name=f"Service user {plan.user}", user=plan.user, system=True, home=plan.state_dir,
-                shell="/usr/sbin/nologin", create_home=False, ensure_home=False)
-    files.directory(name="vLLM prefix", path=plan.prefix, user="root", group="root", mode="755")
-    for path in (plan.state_dir, f"{plan.state_dir}/cache", f"{plan.state_dir}/tmp"):
-        files.directory(name=f"Service state {path}", path=path, user=plan.user, group=plan.user, mode="750")
-    files.directory(name="Config directory", path=plan.config_dir, user="root", group=plan.user, mode="750")
+from tasks.service_account import service_account, wheelhouse
 
 
 def _conda_ops(plan: HostPlan, conda: CondaPlan) -> list[OperationMeta]:
@@ -44,10 +35,7 @@ def _conda_ops(plan: HostPlan, conda: CondaPlan) -> list[OperationMeta]:
         files.file(name="pip index of the environment (pip.conf)", path=conda.pip_conf_path, present=False)
     changes = []
     if conda.pip_install:
-        if plan.install.wheelhouse_local and plan.install.wheelhouse_remote:
-            files.sync(name="Offline wheelhouse", src=plan.install.wheelhouse_local,
-                       dest=plan.install.wheelhouse_remote, user="root", group="root", mode="644", dir_mode="755",
-                       delete=True)
+        wheelhouse(plan)
         changes.append(server.shell(name=f"Install {', '.join(conda.pip_install)} in the conda environment",
                                     commands=[pip_command(conda, pip_install_args(plan))]))
     if conda.pip_remove:
@@ -65,5 +53,5 @@ def install_conda(plan: HostPlan) -> list[OperationMeta]:
     if conda.prerequisites:
         apt.packages(name="Tools to download Miniconda", packages=list(conda.prerequisites), update=True,
                      no_recommends=True)
-    _service_account(plan)
+    service_account(plan)
     return _conda_ops(plan, conda)

@@ -18,6 +18,7 @@ from pyinfra.operations.util import any_changed
 
 from plan.docker_engine import DAEMON_JSON, DockerEnginePlan, key_command
 from plan.host import HostPlan
+from tasks.service_account import service_directories
 
 
 def docker_engine(engine: DockerEnginePlan) -> list[OperationMeta]:
@@ -55,8 +56,5 @@ def install_docker(plan: HostPlan) -> list[OperationMeta]:
     """Returns the operations whose change means the service must restart."""
     assert plan.docker_engine is not None, "the host plan decides the engine for the docker runtime"
     docker_engine(plan.docker_engine)
-    files.directory(name="vLLM prefix", path=plan.prefix, user="root", group="root", mode="755")
-    for path in (plan.state_dir, f"{plan.state_dir}/cache", f"{plan.state_dir}/tmp"):
-        files.directory(name=f"Service state {path}", path=path, user="root", group="root", mode="750")
-    files.directory(name="Config directory", path=plan.config_dir, user="root", group="root", mode="750")
+    service_directories(plan, owner="root")  # the docker unit runs as root: no service user
     return [docker.image(name=f"Image {plan.docker_image}", image=plan.docker_image)]

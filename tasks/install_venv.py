@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import apt, files, pip, server
+from pyinfra.operations import apt, pip
 
 from plan.quoting import sh_join
 from plan.service import ServicePlan
+from tasks.service_account import service_account, wheelhouse
 
 
 def pip_install_args(plan: ServicePlan) -> str:
@@ -32,30 +33,8 @@ def install_venv(plan: ServicePlan) -> list[OperationMeta]:
         cache_time=24 * 3600,
         no_recommends=True,
     )
-    server.user(
-        name=f"Service user {plan.user}",
-        user=plan.user,
-        system=True,
-        home=plan.state_dir,
-        shell="/usr/sbin/nologin",
-        create_home=False,
-        ensure_home=False,  # the state directories below set their own owners and modes
-    )
-    files.directory(name="vLLM prefix", path=plan.prefix, user="root", group="root", mode="755")
-    for path in (plan.state_dir, f"{plan.state_dir}/cache", f"{plan.state_dir}/tmp"):
-        files.directory(name=f"Service state {path}", path=path, user=plan.user, group=plan.user, mode="750")
-    files.directory(name="Config directory", path=plan.config_dir, user="root", group=plan.user, mode="750")
-    if plan.install.wheelhouse_local and plan.install.wheelhouse_remote:
-        files.sync(
-            name="Offline wheelhouse",
-            src=plan.install.wheelhouse_local,
-            dest=plan.install.wheelhouse_remote,
-            user="root",
-            group="root",
-            mode="644",
-            dir_mode="755",
-            delete=True,
-        )
+    service_account(plan)
+    wheelhouse(plan)
     pip.venv(name="vLLM virtualenv", path=plan.venv, python="python3")
     extra = pip_install_args(plan)
     changes = [pip.packages(
