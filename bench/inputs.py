@@ -44,22 +44,19 @@ def _env(env: dict[str, str]) -> dict[str, str]:
 
 def _host_facts(plan: HostPlan) -> dict[str, Any]:
     facts = plan.facts
-    if facts is None:
-        return {}
-    os_release = getattr(facts, "os", None)
+    os_release = facts.os
     return {
-        "os": getattr(os_release, "pretty_name", None) or getattr(os_release, "id", None),
-        "kernel": getattr(facts, "kernel_release", None),
-        "cpus": getattr(facts, "cpu_count", None),
-        "memory_gib": round(facts.mem_total_bytes / 2**30, 1) if getattr(facts, "mem_total_bytes", None) else None,
-        "nvidia_driver": getattr(facts, "driver_version", None),
+        "os": (os_release.pretty_name or os_release.id) if os_release else None,
+        "kernel": facts.kernel_release,
+        "cpus": facts.cpu_count,
+        "memory_gib": round(facts.mem_total_bytes / 2**30, 1) if facts.mem_total_bytes else None,
+        "nvidia_driver": facts.driver_version,
     }
 
 
 def _gpus(plan: HostPlan) -> list[dict[str, Any]]:
-    gpus = getattr(plan.facts, "gpus", None) or ()
     return [{"index": g.index, "name": g.name, "memory_total_mib": g.memory_total_mib,
-             "compute_capability": g.compute_cap} for g in gpus]
+             "compute_capability": g.compute_cap} for g in plan.facts.gpus]
 
 
 def describe(plan: HostPlan, target: Target, levels: tuple[int, ...], settings: Settings, *, inventory: str,

@@ -6,7 +6,7 @@ from typing import Any
 
 from facts import commands
 from facts import host as fact
-from facts.parsers import DiskUsage, HostFacts
+from facts.model import DiskUsage, HostFacts
 
 
 def gather_host_facts(host: Any, model_dir: str, ports: list[int]) -> HostFacts:

@@ -1,4 +1,4 @@
-"""Parsers for the raw text of host commands, into small frozen dataclasses.
+"""Parsers for the raw text of host commands, into the small frozen dataclasses of facts.model.
 
 Pure Python (no pyinfra import) so the plan can be computed and tested from
 recorded outputs alone. Every parser takes the command's text as printed and
@@ -11,9 +11,35 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Any
+
+from facts.model import (
+    AcsBridge,
+    CondaState,
+    DaemonConfig,
+    DebPackage,
+    DiskUsage,
+    DockerState,
+    GpuInfo,
+    GpuQuery,
+    IbPort,
+    IbStat,
+    InterfaceAddress,
+    KernelModules,
+    ListeningPorts,
+    ListeningSocket,
+    NvidiaModule,
+    OsRelease,
+    PciAcs,
+    PciDevice,
+    PciScan,
+    Route,
+    SecureBoot,
+    SmiSummary,
+    ToolStatus,
+    Topology,
+)
 
 Text = str | Iterable[str]
 
@@ -22,8 +48,6 @@ _UNREPORTED = frozenset({"", "N/A", "[N/A]", "[Not Supported]", "[Unknown Error]
                          "[GPU requires reset]", "[GPU is lost]"})
 _NOT_FOUND = re.compile(r"(?:command not found|: not found|No such file or directory)\s*$")
 _VERSION = re.compile(r"\b(\d{3}\.\d+(?:\.\d+)?)\b")
-
-ToolStatus = Literal["ok", "missing", "no_driver", "mismatch", "no_devices", "error", "empty"]
 
 
 def _lines(text: Text) -> list[str]:
@@ -70,39 +94,6 @@ def _int(cell: str | None) -> int | None:
 # --- nvidia-smi --query-gpu ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class GpuInfo:
-    """One GPU as the driver reports it; memory in MiB."""
-
-    index: int
-    name: str
-    uuid: str | None
-    memory_total_mib: int | None
-    memory_used_mib: int | None
-    memory_free_mib: int | None
-    compute_cap: str | None
-    driver_version: str | None
-    pci_bus_id: str | None
-
-    @property
-    def compute_capability(self) -> tuple[int, int] | None:
-        """(major, minor), e.g. (7, 5) for Turing: bfloat16 and FlashAttention-2 need >= (8, 0)."""
-        if not self.compute_cap:
-            return None
-        match = re.fullmatch(r"(\d+)\.(\d+)", self.compute_cap)
-        return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-@dataclass(frozen=True)
-class GpuQuery:
-    """Result of the GPU query: the GPUs, or why there are none."""
-
-    status: ToolStatus
-    gpus: tuple[GpuInfo, ...] = ()
-    message: str = ""
-    legacy_fields: bool = False
-
-
 def parse_gpu_query(text: Text) -> GpuQuery:
     """Rows of `nvidia-smi --query-gpu=<GPU_QUERY_FIELDS> --format=csv,noheader,nounits`.
 
@@ -147,24 +138,6 @@ def parse_gpu_query(text: Text) -> GpuQuery:
 # --- plain nvidia-smi -------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SmiSummary:
-    """The header of plain `nvidia-smi`: user-space driver version and the newest CUDA it supports."""
-
-    status: ToolStatus
-    smi_version: str | None = None
-    driver_version: str | None = None
-    cuda_version: str | None = None
-    message: str = ""
-
-    @property
-    def cuda_tuple(self) -> tuple[int, int] | None:
-        if not self.cuda_version:
-            return None
-        major, _, minor = self.cuda_version.partition(".")
-        return (int(major), int(minor or 0)) if major.isdigit() and (minor or "0").isdigit() else None
-
-
 _SMI_HEADER = re.compile(r"NVIDIA-SMI\s+(\S+)\s+(?:Driver|KMD) Version:\s+(\S+)\s+(?:CUDA|CUDA UMD) Version:\s+(\S+)")
 
 
@@ -184,56 +157,6 @@ def parse_nvidia_smi(text: Text) -> SmiSummary:
 
 
 # --- nvidia-smi topo -m -----------------------------------------------------------------------------------------
-
-TopologyKind = Literal["nvlink", "pcie-switch", "host-bridge", "cross-socket", "single", "unknown"]
-_LINK_RANK = {"PIX": 1, "PXB": 2, "PHB": 3, "NODE": 4, "SYS": 5}
-
-
-@dataclass(frozen=True)
-class Topology:
-    """GPU-to-GPU links from `nvidia-smi topo -m` (X, NV#, PIX, PXB, PHB, NODE, SYS)."""
-
-    status: ToolStatus
-    gpus: tuple[str, ...] = ()
-    links: Mapping[tuple[int, int], str] = field(default_factory=dict)
-    cpu_affinity: Mapping[int, str] = field(default_factory=dict)
-    numa_affinity: Mapping[int, str] = field(default_factory=dict)
-    message: str = ""
-
-    def _pairs(self) -> list[str]:
-        n = len(self.gpus)
-        return [self.links.get((i, j), "") for i in range(n) for j in range(n) if i < j]
-
-    @property
-    def all_nvlink(self) -> bool:
-        """Every GPU pair is bonded by NVLink (directly or through NVSwitch)."""
-        pairs = self._pairs()
-        return bool(pairs) and all(link.startswith("NV") for link in pairs)
-
-    @property
-    def p2p(self) -> bool | None:
-        """Whether peer-to-peer is likely: NVLink, or all pairs behind PCIe switches (PIX/PXB).
-
-        None for a single GPU or an unreadable matrix. Consumer cards may still have
-        P2P disabled by the driver on PIX/PXB; only NVLink is certain.
-        """
-        pairs = self._pairs()
-        if not pairs:
-            return None
-        return all(link.startswith("NV") or link in ("PIX", "PXB") for link in pairs)
-
-    @property
-    def kind(self) -> TopologyKind:
-        """The worst path between any two GPUs, named for the sizing explanation."""
-        if self.status != "ok" or not self.gpus:
-            return "unknown"
-        pairs = self._pairs()
-        if not pairs:
-            return "single"
-        if all(link.startswith("NV") for link in pairs):
-            return "nvlink"
-        worst = max((_LINK_RANK.get(link, 5) for link in pairs if not link.startswith("NV")), default=0)
-        return {1: "pcie-switch", 2: "pcie-switch", 3: "host-bridge", 4: "host-bridge"}.get(worst, "cross-socket")
 
 
 def parse_topology(text: Text) -> Topology:
@@ -279,48 +202,6 @@ def parse_topology(text: Text) -> Topology:
 
 
 # --- lspci -nnk -d 10de: ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PciDevice:
-    """One NVIDIA PCI function; seen before any driver is installed."""
-
-    slot: str
-    class_code: str
-    class_name: str
-    vendor_id: str
-    device_id: str
-    description: str
-    subsystem: str | None = None
-    driver_in_use: str | None = None
-    kernel_modules: tuple[str, ...] = ()
-
-    @property
-    def is_gpu(self) -> bool:
-        """VGA (0300) or 3D controller (0302); audio, USB and UCSI functions of consumer cards are not."""
-        return self.class_code in ("0300", "0302")
-
-    @property
-    def is_nvswitch(self) -> bool:
-        """NVSwitch bridges (0680): such systems need the fabric manager before CUDA works."""
-        return self.class_code == "0680"
-
-
-@dataclass(frozen=True)
-class PciScan:
-    """NVIDIA devices on the PCI bus, or 'missing' when lspci is not installed."""
-
-    status: ToolStatus
-    devices: tuple[PciDevice, ...] = ()
-    message: str = ""
-
-    @property
-    def gpus(self) -> tuple[PciDevice, ...]:
-        return tuple(d for d in self.devices if d.is_gpu)
-
-    @property
-    def nvswitches(self) -> tuple[PciDevice, ...]:
-        return tuple(d for d in self.devices if d.is_nvswitch)
 
 
 _PCI_LINE = re.compile(
@@ -380,17 +261,6 @@ def _parse_pci_sysfs(lines: list[str]) -> PciScan:
 # --- small system files -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class OsRelease:
-    """/etc/os-release: which package names, driver branches and repos apply."""
-
-    id: str
-    version_id: str | None
-    codename: str | None
-    pretty_name: str | None
-    id_like: tuple[str, ...] = ()
-
-
 def parse_os_release(text: Text) -> OsRelease | None:
     values: dict[str, str] = {}
     for line in _lines(text):
@@ -424,15 +294,6 @@ def parse_nproc(text: Text) -> int | None:
     return None
 
 
-@dataclass(frozen=True)
-class DiskUsage:
-    """Free and total bytes of the filesystem holding `path` (the nearest existing parent)."""
-
-    path: str
-    avail_bytes: int
-    size_bytes: int
-
-
 def parse_df(text: Text, path: str = "") -> DiskUsage | None:
     """`df -B1 --output=avail,size P`, optionally preceded by the resolved path on its own line."""
     resolved = path
@@ -453,23 +314,6 @@ def parse_df_size(text: Text) -> int | None:
     return None
 
 
-@dataclass(frozen=True)
-class ListeningSocket:
-    address: str
-    port: int
-
-
-@dataclass(frozen=True)
-class ListeningPorts:
-    """TCP listeners from `ss -ltnH`; 'missing' means unknown, not free."""
-
-    status: ToolStatus
-    sockets: tuple[ListeningSocket, ...] = ()
-
-    def in_use(self, port: int) -> bool:
-        return any(s.port == port for s in self.sockets)
-
-
 def parse_ss_listening(text: Text) -> ListeningPorts:
     """`ss -ltnH` lines: State Recv-Q Send-Q Local:Port Peer:Port [Process]; IPv6 as [::]:22, zones as %lo."""
     lines = _lines(text)
@@ -486,22 +330,6 @@ def parse_ss_listening(text: Text) -> ListeningPorts:
     return ListeningPorts(status="ok", sockets=tuple(sockets))
 
 
-@dataclass(frozen=True)
-class KernelModules:
-    """Loaded kernel modules; 'missing' when /proc/modules cannot be read (containers, gVisor)."""
-
-    status: ToolStatus
-    modules: frozenset[str] = frozenset()
-
-    @property
-    def nouveau(self) -> bool:
-        return "nouveau" in self.modules
-
-    @property
-    def nvidia(self) -> bool:
-        return "nvidia" in self.modules
-
-
 def parse_modules(text: Text) -> KernelModules:
     """/proc/modules or `lsmod` (header line skipped)."""
     lines = _lines(text)
@@ -509,14 +337,6 @@ def parse_modules(text: Text) -> KernelModules:
         return KernelModules(status="missing")
     names = {line.split()[0] for line in lines if line.split() and line.split()[0] != "Module"}
     return KernelModules(status="ok", modules=frozenset(names))
-
-
-@dataclass(frozen=True)
-class NvidiaModule:
-    """The loaded kernel module; a version other than nvidia-smi's means a reboot is pending."""
-
-    version: str
-    open_module: bool | None
 
 
 def parse_nvidia_module_version(text: Text) -> NvidiaModule | None:
@@ -533,9 +353,6 @@ def parse_nvidia_module_version(text: Text) -> NvidiaModule | None:
     return NvidiaModule(version=match.group(1), open_module=None)
 
 
-SecureBoot = Literal["enabled", "disabled", "unsupported", "unknown"]
-
-
 def parse_secure_boot(text: Text) -> SecureBoot:
     """`mokutil --sb-state`; with Secure Boot on, an unsigned DKMS module will not load."""
     joined = "\n".join(_lines(text))
@@ -546,18 +363,6 @@ def parse_secure_boot(text: Text) -> SecureBoot:
     if "doesn't support Secure Boot" in joined or "EFI variables are not supported" in joined:
         return "unsupported"
     return "unknown"
-
-
-@dataclass(frozen=True)
-class DebPackage:
-    name: str
-    version: str
-    status: str
-
-    @property
-    def installed(self) -> bool:
-        """'ii' (or 'hi' when held); 'rc' leaves only config files and still prints a version."""
-        return len(self.status) >= 2 and self.status[1] == "i"
 
 
 def parse_dpkg_versions(text: Text) -> dict[str, DebPackage]:
@@ -574,23 +379,6 @@ def parse_dpkg_versions(text: Text) -> dict[str, DebPackage]:
             version, status = tokens[1], ""
         packages[name] = DebPackage(name=name, version=version, status=status)
     return packages
-
-
-@dataclass(frozen=True)
-class DockerState:
-    """`docker info`: whether the engine runs and which runtimes it has (nvidia for GPU containers)."""
-
-    status: Literal["ok", "missing", "daemon_down", "error", "empty"]
-    server_version: str | None = None
-    client_version: str | None = None
-    runtimes: tuple[str, ...] = ()
-    default_runtime: str | None = None
-    cdi_spec_dirs: tuple[str, ...] = ()
-    message: str = ""
-
-    @property
-    def nvidia_runtime(self) -> bool:
-        return "nvidia" in self.runtimes
 
 
 def parse_docker_info(text: Text) -> DockerState:
@@ -649,21 +437,6 @@ def parse_kernel_release(text: Text) -> str | None:
 
 
 # --- docker daemon.json, small files, keyrings, conda -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DaemonConfig:
-    """/etc/docker/daemon.json: 'missing' (no file), 'empty', 'invalid' (docker would refuse it) or 'ok'."""
-
-    status: Literal["ok", "missing", "empty", "invalid"]
-    data: Mapping[str, Any] = field(default_factory=dict)
-    message: str = ""
-
-    @property
-    def nvidia_runtime(self) -> bool:
-        """`nvidia-ctk runtime configure --runtime=docker` has registered the nvidia runtime."""
-        runtimes = self.data.get("runtimes")
-        return isinstance(runtimes, Mapping) and "nvidia" in runtimes
 
 
 def parse_daemon_json(text: Text) -> DaemonConfig:
@@ -728,22 +501,6 @@ def parse_sha256sum(text: Text) -> dict[str, str | None]:
     return hashes
 
 
-@dataclass(frozen=True)
-class CondaState:
-    """A Miniconda install and its environment: conda's version, the env's Python and pip packages."""
-
-    conda_version: str | None = None
-    python_version: str | None = None
-    packages: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def python_minor(self) -> str | None:
-        """'3.12' from 'Python 3.12.11'."""
-        if not self.python_version:
-            return None
-        return ".".join(self.python_version.split(".")[:2])
-
-
 def normalize_dist(name: str) -> str:
     """PEP 503 normalised distribution name, so 'ModelScope' and 'modelscope' compare equal."""
     return re.sub(r"[-_.]+", "-", name).lower()
@@ -766,143 +523,8 @@ def parse_conda_state(text: Text) -> CondaState:
 
 # --- everything together ----------------------------------------------------------------------------------------
 
-DriverState = Literal["working", "not_installed", "not_loaded", "mismatch", "no_gpu", "unknown"]
-
-
-@dataclass(frozen=True)
-class HostFacts:
-    """Everything the planner reads about one host, gathered once before any change."""
-
-    os: OsRelease | None = None
-    mem_total_bytes: int | None = None
-    cpu_count: int | None = None
-    gpu_query: GpuQuery = GpuQuery(status="empty")
-    smi: SmiSummary = SmiSummary(status="empty")
-    topology: Topology = Topology(status="empty")
-    pci: PciScan = PciScan(status="empty")
-    disks: Mapping[str, DiskUsage] = field(default_factory=dict)
-    shm_bytes: int | None = None
-    listening: ListeningPorts = ListeningPorts(status="empty")
-    modules: KernelModules = KernelModules(status="empty")
-    nvidia_module: NvidiaModule | None = None
-    secure_boot: SecureBoot = "unknown"
-    packages: Mapping[str, DebPackage] = field(default_factory=dict)
-    docker: DockerState = DockerState(status="empty")
-    model_config: dict[str, Any] | None = None
-    kernel_release: str | None = None
-
-    @property
-    def gpus(self) -> tuple[GpuInfo, ...]:
-        return self.gpu_query.gpus
-
-    @property
-    def pci_gpus(self) -> tuple[PciDevice, ...]:
-        return self.pci.gpus
-
-    @property
-    def gpu_count(self) -> int:
-        """GPUs the driver sees, or else the cards on the PCI bus (before a driver is installed)."""
-        return len(self.gpus) or len(self.pci_gpus)
-
-    @property
-    def gpu_names(self) -> tuple[str, ...]:
-        return tuple(g.name for g in self.gpus)
-
-    @property
-    def min_gpu_memory_mib(self) -> int | None:
-        """The smallest card bounds tensor parallelism: every rank holds an equal share."""
-        sizes = [g.memory_total_mib for g in self.gpus if g.memory_total_mib is not None]
-        return min(sizes) if sizes else None
-
-    @property
-    def compute_capability(self) -> tuple[int, int] | None:
-        """Lowest compute capability among the GPUs (decides dtype and attention backend)."""
-        caps = [g.compute_capability for g in self.gpus if g.compute_capability is not None]
-        return min(caps) if caps else None
-
-    @property
-    def all_nvlink(self) -> bool:
-        return self.topology.all_nvlink
-
-    @property
-    def p2p(self) -> bool | None:
-        return self.topology.p2p
-
-    @property
-    def driver_version(self) -> str | None:
-        if self.smi.driver_version:
-            return self.smi.driver_version
-        versions = {g.driver_version for g in self.gpus if g.driver_version}
-        return versions.pop() if len(versions) == 1 else None
-
-    @property
-    def cuda_version(self) -> str | None:
-        return self.smi.cuda_version
-
-    @property
-    def needs_fabric_manager(self) -> bool:
-        return bool(self.pci.nvswitches)
-
-    @property
-    def driver_state(self) -> DriverState:
-        """What the NVIDIA driver is doing, from the nvidia-smi answers and the PCI bus."""
-        if self.gpus:
-            return "working"
-        status = self.gpu_query.status if self.gpu_query.status != "empty" else self.smi.status
-        if status == "mismatch":
-            return "mismatch"
-        if status in ("no_driver", "no_devices") and self.pci_gpus:
-            return "not_loaded"
-        if status == "missing":
-            return "not_installed" if self.pci_gpus or self.pci.status != "ok" else "no_gpu"
-        if self.pci.status == "ok" and not self.pci_gpus:
-            return "no_gpu"
-        return "unknown"
-
-    @property
-    def reboot_pending(self) -> bool:
-        """The loaded kernel module differs from the installed user-space driver."""
-        if self.driver_state == "mismatch":
-            return True
-        loaded = self.nvidia_module.version if self.nvidia_module else None
-        return bool(loaded and self.driver_version and loaded != self.driver_version)
-
-    def package_version(self, name: str) -> str | None:
-        package = self.packages.get(name)
-        return package.version if package and package.installed else None
-
-    def installed_packages(self, prefix: str) -> tuple[DebPackage, ...]:
-        return tuple(p for n, p in sorted(self.packages.items()) if n.startswith(prefix) and p.installed)
-
-    def port_in_use(self, port: int) -> bool:
-        """True when something listens on the port; unknown (no ss) counts as free."""
-        return self.listening.in_use(port)
-
-    def disk_free(self, path: str) -> int | None:
-        """Free bytes where `path` lives: the gathered path itself or its nearest gathered parent."""
-        best: DiskUsage | None = None
-        best_len = -1
-        for key, usage in self.disks.items():
-            prefix = key.rstrip("/") + "/"
-            if (path == key or path.startswith(prefix) or key == "/") and len(key) > best_len:
-                best, best_len = usage, len(key)
-        return best.avail_bytes if best else None
-
 
 # --- multi-node: ip route/addr, ibstat, PCIe ACS -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Route:
-    """`ip -o route get ADDRESS`: the interface and source address the kernel uses to reach ADDRESS."""
-
-    status: Literal["ok", "missing", "unreachable", "error", "empty"]
-    destination: str | None = None
-    dev: str | None = None
-    src: str | None = None
-    via: str | None = None
-    local: bool = False  # ADDRESS is this host's own (the kernel answers through `lo`)
-    message: str = ""
 
 
 def parse_ip_route_get(text: Text) -> Route:
@@ -929,16 +551,6 @@ def parse_ip_route_get(text: Text) -> Route:
                  via=values.get("via"), local=local)
 
 
-@dataclass(frozen=True)
-class InterfaceAddress:
-    """One IPv4 address of `ip -o -4 addr show`."""
-
-    ifname: str
-    address: str
-    prefixlen: int
-    scope: str = "global"
-
-
 def parse_ip_addr(text: Text) -> tuple[InterfaceAddress, ...]:
     """`2: eth0    inet 10.0.0.5/24 brd 10.0.0.255 scope global eth0\\ valid_lft ...` lines; others skipped."""
     found: list[InterfaceAddress] = []
@@ -950,44 +562,6 @@ def parse_ip_addr(text: Text) -> tuple[InterfaceAddress, ...]:
         found.append(InterfaceAddress(match.group(1), match.group(2), int(match.group(3)),
                                       scope.group(1) if scope else "global"))
     return tuple(found)
-
-
-@dataclass(frozen=True)
-class IbPort:
-    """One port of an RDMA adapter as `ibstat` prints it."""
-
-    ca: str
-    number: int
-    state: str
-    physical_state: str
-    link_layer: str
-    rate: int | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.state == "Active" and self.physical_state == "LinkUp"
-
-    @property
-    def name(self) -> str:
-        """How NCCL_IB_HCA names it: `mlx5_0:1`."""
-        return f"{self.ca}:{self.number}"
-
-
-@dataclass(frozen=True)
-class IbStat:
-    """RDMA adapters from `ibstat`: 'missing' when infiniband-diags is not installed (then no RDMA is assumed)."""
-
-    status: Literal["ok", "missing", "no_devices", "error", "empty"]
-    ports: tuple[IbPort, ...] = ()
-    message: str = ""
-
-    @property
-    def active_infiniband(self) -> tuple[IbPort, ...]:
-        return tuple(p for p in self.ports if p.active and p.link_layer == "InfiniBand")
-
-    @property
-    def active_roce(self) -> tuple[IbPort, ...]:
-        return tuple(p for p in self.ports if p.active and p.link_layer == "Ethernet")
 
 
 def parse_ibstat(text: Text) -> IbStat:
@@ -1025,32 +599,6 @@ def parse_ibstat(text: Text) -> IbStat:
     if not ports:
         return IbStat(status="error", message=next(line.strip() for line in lines if line.strip()))
     return IbStat(status="ok", ports=tuple(ports))
-
-
-@dataclass(frozen=True)
-class AcsBridge:
-    """A PCI bridge with Access Control Services: which redirect bits its ACSCtl has on."""
-
-    slot: str
-    description: str
-    enabled: frozenset[str]
-
-    @property
-    def redirects(self) -> bool:
-        """P2P requests or completions are sent up to the root complex (what breaks or slows GPU P2P)."""
-        return bool({"SrcValid", "ReqRedir", "CmpltRedir"} & self.enabled)
-
-
-@dataclass(frozen=True)
-class PciAcs:
-    """ACS state of the PCI bridges from `lspci -vvv -d ::0604`; 'denied' when capabilities need root."""
-
-    status: Literal["ok", "missing", "denied", "empty"]
-    bridges: tuple[AcsBridge, ...] = ()
-
-    @property
-    def redirecting(self) -> tuple[AcsBridge, ...]:
-        return tuple(b for b in self.bridges if b.redirects)
 
 
 def parse_lspci_acs(text: Text) -> PciAcs:

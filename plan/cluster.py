@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sizing
-from facts.parsers import IbStat, InterfaceAddress, PciAcs, Route
+from facts.model import HostFacts, IbStat, InterfaceAddress, PciAcs, Route
 from plan.interconnect import InterconnectPlan, diagnose, path_verdict
 from plan.settings import Settings
 from sizing.multinode import executor_for, internal_ports, node_launches
@@ -67,7 +67,7 @@ class ClusterMember:
 
     name: str
     settings: Settings
-    facts: Any | None
+    facts: HostFacts | None
     address: str
     network: NetworkFacts | None = None
     instances: int = 1
@@ -249,8 +249,8 @@ def _check_members(name: str, members: Sequence[ClusterMember]) -> list[tuple[st
 def _check_gpus(name: str, members: Sequence[ClusterMember]) -> list[tuple[str, str]]:
     """Same GPU model, same count on every member (vLLM gives every node the same number of ranks)."""
     problems: list[tuple[str, str]] = []
-    models = {m.name: sorted({g.name for g in getattr(m.facts, "gpus", ())}) for m in members}
-    counts = {m.name: len(getattr(m.facts, "gpus", ())) for m in members}
+    models = {m.name: sorted({g.name for g in m.facts.gpus} if m.facts else ()) for m in members}
+    counts = {m.name: len(m.facts.gpus) if m.facts else 0 for m in members}
     if len({tuple(v) for v in models.values()}) > 1 or any(len(v) > 1 for v in models.values()):
         shown = ", ".join(f"{host}: {' + '.join(v) or 'no GPU'}" for host, v in sorted(models.items()))
         problems.append(("gpus", f"mixed GPU models in cluster {name!r} ({shown}); every rank must be the same "
@@ -317,8 +317,8 @@ def _size(head: ClusterMember, members: Sequence[ClusterMember], device: str) ->
 
     def tightest(member: ClusterMember) -> float:
         if device == "cpu":
-            return float(getattr(member.facts, "mem_total_bytes", None) or 0)
-        sizes = [g.memory_total_mib or 0 for g in getattr(member.facts, "gpus", ())]
+            return float(member.facts.mem_total_bytes or 0) if member.facts else 0.0
+        sizes = [g.memory_total_mib or 0 for g in member.facts.gpus] if member.facts else []
         return float(min(sizes) if sizes else 0)
 
     facts = min(members, key=tightest).facts
@@ -410,8 +410,9 @@ def build_cluster_plan(members: Sequence[ClusterMember]) -> ClusterPlan:
         node_reasons = [f"interface {interface.reason}"]
         if device == "cuda" and fit is not None:
             net = member.network or NetworkFacts()
-            gpus = list(getattr(member.facts, "gpus", ()))
-            path = path_verdict(getattr(member.facts, "topology", None), gpus[0].name if gpus else None, net.acs)
+            gpus = member.facts.gpus if member.facts else ()
+            path = path_verdict(member.facts.topology if member.facts else None, gpus[0].name if gpus else None,
+                                net.acs)
             doctor = diagnose(path, fit.tensor_parallel_size, device)  # TP stays within a node on GPUs
             env.update(doctor.env)
             node_reasons += list(doctor.reasons)

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from facts.model import HostFacts
 from plan.settings import Settings
 from sizing.catalog import CatalogError, GpuSpec, find_gpu, find_gpu_by_pci
 from sizing.versions import parse_version
@@ -97,10 +98,10 @@ def _architecture_of(cc: tuple[int, int]) -> str:
     return "unknown"
 
 
-def host_gpus(facts: Any) -> list[HostGpu]:
+def host_gpus(facts: HostFacts) -> list[HostGpu]:
     """The host's GPUs; before any driver, from the PCI ids in the catalog or the chip code name."""
     found: list[HostGpu] = []
-    for gpu in getattr(facts, "gpus", None) or ():
+    for gpu in facts.gpus:
         try:
             spec: GpuSpec | None = find_gpu(gpu.name)
         except CatalogError:
@@ -110,7 +111,7 @@ def host_gpus(facts: Any) -> list[HostGpu]:
         found.append(HostGpu(gpu.name, architecture, cc, "nvidia-smi", spec))
     if found:
         return found
-    for device in getattr(facts, "pci_gpus", None) or ():
+    for device in facts.pci_gpus:
         spec = find_gpu_by_pci(device.device_id)
         if spec:
             found.append(HostGpu(spec.name, spec.architecture, spec.compute_capability, "lspci", spec))
@@ -168,7 +169,7 @@ class DriverPlan:
         return f"  driver    {self.action}: {self.reason}\n  driver    " + "; ".join(steps)
 
 
-def installed_driver(facts: Any) -> str | None:
+def installed_driver(facts: HostFacts) -> str | None:
     """The newest installed driver package version (dpkg), for a host whose nvidia-smi cannot answer."""
     versions = [_version(p.version) for prefix in ("nvidia-driver-", "cuda-drivers-")
                 for p in facts.installed_packages(prefix)]
@@ -191,7 +192,7 @@ def _open_modules(settings: Settings, gpus: list[HostGpu]) -> tuple[bool, list[t
     return wanted, []
 
 
-def _packages(settings: Settings, facts: Any, os_id: str, open_modules: bool) -> tuple[str, ...]:
+def _packages(settings: Settings, facts: HostFacts, os_id: str, open_modules: bool) -> tuple[str, ...]:
     branch = settings.nvidia_driver_branch
     if os_id == "ubuntu":
         driver = f"nvidia-driver-{branch}-server" + ("-open" if open_modules else "")
@@ -203,7 +204,7 @@ def _packages(settings: Settings, facts: Any, os_id: str, open_modules: bool) ->
     return tuple(packages)
 
 
-def plan_driver(settings: Settings, facts: Any, device: str) -> DriverPlan:
+def plan_driver(settings: Settings, facts: HostFacts, device: str) -> DriverPlan:
     """The driver stage for this host; problems come back in `errors` for preflight to report."""
     if device != "cuda":
         return DriverPlan("none", "CPU backend: no GPU driver needed")

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from facts.model import HostFacts
 from plan.apt_mirror import AptMirrorPlan
 from plan.conda import CondaPlan
 from plan.docker_engine import DockerEnginePlan
@@ -57,7 +58,7 @@ class HostPlan:
     # What the plan was computed from, for stages that decide more later (the model stage re-sizes
     # after a download) without validating or asking again.
     settings: tuple[InstanceSettings, ...] = field(default=(), repr=False, compare=False)
-    facts: Any = field(default=None, repr=False, compare=False)
+    facts: HostFacts = field(default_factory=HostFacts, repr=False, compare=False)
 
     @property
     def host_settings(self) -> Settings:
@@ -152,13 +153,13 @@ def _check_models(instances: Iterable[ServicePlan]) -> None:
                             f"{instance.model.host_dir}; give each model its own model_dir")
 
 
-def _shared_gpu_order(instances: list[ServicePlan], explicit: set[str], facts: Any,
+def _shared_gpu_order(instances: list[ServicePlan], explicit: set[str], facts: HostFacts,
                       active_units: set[str]) -> list[ServicePlan]:
     """Check fractions per GPU and order the start of instances that share one; returns updated plans.
 
     `explicit` names the instances whose gpu_memory_utilization the user set: a shared GPU needs it.
     """
-    gpus = list(getattr(facts, "gpus", None) or [])
+    gpus = list(facts.gpus)
     if not gpus or len(instances) < 2:
         return instances
     users: dict[int, list[ServicePlan]] = {}
@@ -198,7 +199,7 @@ def _shared_gpu_order(instances: list[ServicePlan], explicit: set[str], facts: A
     return [replace(i, after=tuple(after[i.unit])) for i in instances]
 
 
-def build_host_plan(instances: tuple[InstanceSettings, ...], facts: Any, host: str,
+def build_host_plan(instances: tuple[InstanceSettings, ...], facts: HostFacts, host: str,
                     active_units: set[str] | None = None, gateway: GatewayPlan | None = None,
                     api_key: str | None = None, facts_for_model: Any = None,
                     monitoring: MonitoringPlan | None = None, exporters: ExportersPlan | None = None

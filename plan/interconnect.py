@@ -13,9 +13,8 @@ the plan states them, with the reason, before the start instead of after a hang.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from facts.parsers import PciAcs, Topology
+from facts.model import HostFacts, PciAcs, Topology
 
 # The TP group sizes vLLM's custom all-reduce supports (CustomAllreduce._SUPPORTED_WORLD_SIZES).
 CUSTOM_ALL_REDUCE_SIZES = (2, 4, 6, 8, 16)
@@ -128,8 +127,8 @@ def diagnose(path: PathVerdict, tensor_parallel_size: int, device: str = "cuda")
                             nccl_p2p_disable=bool(env), reasons=tuple(reasons), env=env)
 
 
-def host_path_verdict(facts: Any, acs: PciAcs | None = None) -> PathVerdict:
-    """`path_verdict` from a host's facts (facts.parsers.HostFacts or alike); ACS from `acs` or `facts.pci_acs`."""
-    gpus = list(getattr(facts, "gpus", None) or [])
-    acs = acs if acs is not None else getattr(facts, "pci_acs", None)
-    return path_verdict(getattr(facts, "topology", None), gpus[0].name if gpus else None, acs)
+def host_path_verdict(facts: HostFacts, acs: PciAcs | None = None) -> PathVerdict:
+    """`path_verdict` from a host's facts (facts.model.HostFacts); ACS from `acs` or `facts.pci_acs`."""
+    gpus = facts.gpus
+    acs = acs if acs is not None else facts.pci_acs
+    return path_verdict(facts.topology, gpus[0].name if gpus else None, acs)

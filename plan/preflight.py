@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from facts.commands import DOCKER_ROOT
+from facts.model import HostFacts
 from plan.driver import driver_floor, host_gpus, min_compute_capability, plan_driver
 from plan.settings import Settings
 
@@ -49,7 +49,7 @@ def _gib(value: float) -> str:
     return f"{value / 2**30:.1f} GiB"
 
 
-def _check_os(settings: Settings, facts: Any, errors: list, warnings: list) -> None:
+def _check_os(settings: Settings, facts: HostFacts, errors: list, warnings: list) -> None:
     release = facts.os
     if release and release.version_id in SUPPORTED_OS.get(release.id, ()):
         return
@@ -62,7 +62,7 @@ def _check_os(settings: Settings, facts: Any, errors: list, warnings: list) -> N
                        "group_data to try anyway"))
 
 
-def _check_gpus(settings: Settings, facts: Any, errors: list, warnings: list) -> None:
+def _check_gpus(settings: Settings, facts: HostFacts, errors: list, warnings: list) -> None:
     gpus = host_gpus(facts)
     if not gpus:
         errors.append(("gpu", "vllm_device is 'cuda' but neither nvidia-smi nor lspci shows an NVIDIA GPU; check "
@@ -83,7 +83,7 @@ def _check_gpus(settings: Settings, facts: Any, errors: list, warnings: list) ->
             return
 
 
-def _check_driver(settings: Settings, facts: Any, device: str, errors: list, warnings: list) -> None:
+def _check_driver(settings: Settings, facts: HostFacts, device: str, errors: list, warnings: list) -> None:
     cuda, floor = driver_floor(settings.vllm_version)
     floor_text = ".".join(str(p) if i == 0 else f"{p:02d}" for i, p in enumerate(floor))
     driver = plan_driver(settings, facts, device)
@@ -120,7 +120,7 @@ def _check_driver(settings: Settings, facts: Any, device: str, errors: list, war
                            "(/etc/modprobe.d, update-initramfs -u) and reboot, " + off))
 
 
-def _check_disk(settings: Settings, facts: Any, runtime: str, model_bytes: int | None, model_present: bool,
+def _check_disk(settings: Settings, facts: HostFacts, runtime: str, model_bytes: int | None, model_present: bool,
                 errors: list, warnings: list) -> None:
     need_model = int(model_bytes * MODEL_DISK_MARGIN) if model_bytes and not model_present else 0
     free_model = facts.disk_free(settings.model_dir)
@@ -145,7 +145,7 @@ def _check_disk(settings: Settings, facts: Any, runtime: str, model_bytes: int |
         errors.append(("docker", f"{text}; free space there or move docker's data-root to a larger disk"))
 
 
-def preflight(settings: Settings, facts: Any, device: str, runtime: str, ports: Iterable[int], *,
+def preflight(settings: Settings, facts: HostFacts, device: str, runtime: str, ports: Iterable[int], *,
               own_ports: Iterable[int] = (), world_size: int = 1, model_bytes: int | None = None,
               model_present: bool = False) -> PreflightResult:
     """Check one host before any change.

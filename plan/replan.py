@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from facts.model import HostFacts
 from plan.service import PlanError, ServicePlan, fit_with_model_config
 from plan.settings import Settings
 
@@ -41,7 +42,7 @@ def _same(planned: Any, now: Any) -> bool:
     return planned == now
 
 
-def plan_changes(planned: ServicePlan, settings: Settings, facts: Any, config: dict[str, Any]) -> list[str]:
+def plan_changes(planned: ServicePlan, settings: Settings, facts: HostFacts, config: dict[str, Any]) -> list[str]:
     """Each rendered decision of `planned` that sizing from `config` changes, as 'name: old -> new'.
 
     An empty list means the unit this run rendered is the one the next run would render.

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import sizing
+from facts.model import GpuInfo, HostFacts
 from plan import quoting
 from plan.interconnect import InterconnectPlan, diagnose, host_path_verdict
 from plan.preflight import preflight
@@ -216,15 +217,15 @@ class ServicePlan:
         return "\n".join(lines)
 
 
-def _gpu_facts(facts: Any) -> list[Any]:
-    return list(getattr(facts, "gpus", None) or [])
+def _gpu_facts(facts: HostFacts) -> list[GpuInfo]:
+    return list(facts.gpus)
 
 
-def resolve_device(settings: Settings, facts: Any) -> str:
+def resolve_device(settings: Settings, facts: HostFacts) -> str:
     """cuda or cpu; 'auto' refuses a host without NVIDIA GPUs rather than silently serving on CPUs."""
     if settings.vllm_device != "auto":
         return settings.vllm_device
-    if _gpu_facts(facts) or list(getattr(facts, "pci_gpus", None) or []):
+    if facts.gpus or facts.pci_gpus:
         return "cuda"
     raise PlanError(
         "vllm_device: 'auto' found no NVIDIA GPU on this host (nvidia-smi and lspci show none); "
@@ -232,14 +233,14 @@ def resolve_device(settings: Settings, facts: Any) -> str:
     )
 
 
-def resolve_model_spec(settings: Settings, facts: Any) -> Any:
+def resolve_model_spec(settings: Settings, facts: HostFacts) -> Any:
     """Model facts, most trustworthy first: the controller's copy, the host's copy, the hub's metadata (a model
     outside the catalog, or any model_revision: sized before the download, so the plan rarely changes after it),
     the catalog."""
     try:
         if settings.model_source == "local" and settings.model_local_path:
             return sizing.model_from_dir(settings.model_local_path)
-        host_config = getattr(facts, "model_config", None)
+        host_config = facts.model_config
         if host_config:
             return sizing.model_from_config(host_config, settings.model)
         if settings.model_source not in ("huggingface", "modelscope") or not sized_from_hub(
@@ -266,7 +267,7 @@ def resolve_model_spec(settings: Settings, facts: Any) -> Any:
         raise PlanError(f"{name}: {error.message}") from error
 
 
-def _fit_request(settings: Settings, facts: Any, device: str, model: Any) -> Any:
+def _fit_request(settings: Settings, facts: HostFacts, device: str, model: Any) -> Any:
     common = dict(
         model=model,
         tensor_parallel_size=settings.vllm_tensor_parallel_size,
@@ -282,7 +283,7 @@ def _fit_request(settings: Settings, facts: Any, device: str, model: Any) -> Any
         vllm_version=settings.vllm_version,
     )
     if device == "cpu":
-        mem_bytes = getattr(facts, "mem_total_bytes", None)
+        mem_bytes = facts.mem_total_bytes
         return sizing.FitRequest(
             device="cpu",
             cpu_memory_gib=(mem_bytes / 2**30) if mem_bytes else None,
@@ -290,7 +291,7 @@ def _fit_request(settings: Settings, facts: Any, device: str, model: Any) -> Any
             **common,
         )
     gpus = _gpu_facts(facts)
-    if not gpus and settings.nvidia_driver_manage and getattr(facts, "pci_gpus", None):
+    if not gpus and settings.nvidia_driver_manage and facts.pci_gpus:
         # The driver stage installs the driver in this run: size from lspci and the GPU catalog.
         from plan.driver import host_gpus
 
@@ -305,7 +306,7 @@ def _fit_request(settings: Settings, facts: Any, device: str, model: Any) -> Any
                             "set CUDA_VISIBLE_DEVICES through vllm_env to one model")
         return sizing.FitRequest(gpu=names.pop(), gpus=len(known), gpu_memory_gib=None, p2p=None, **common)
     if not gpus:
-        if getattr(facts, "driver_state", None) == "mismatch":
+        if facts.driver_state == "mismatch":
             raise PlanError("no working NVIDIA driver: the installed driver does not match the loaded kernel "
                             "module (NVML version mismatch); reboot the host, then deploy again")
         raise PlanError(
@@ -326,7 +327,7 @@ def _fit_request(settings: Settings, facts: Any, device: str, model: Any) -> Any
     )
 
 
-def fit_with_model_config(settings: Settings, facts: Any, config: dict[str, Any],
+def fit_with_model_config(settings: Settings, facts: HostFacts, config: dict[str, Any],
                           gpus: tuple[int, ...] | None = None) -> Any:
     """The fit build_plan computes once `config` is the host's config.json, as on the next run.
 
@@ -430,7 +431,7 @@ def _service_env(settings: Settings, plan_device: str, state_dir: str, fit: Any,
     return env
 
 
-def facts_for_gpus(facts: Any, gpus: tuple[int, ...] | None, where: str = "gpus") -> Any:
+def facts_for_gpus(facts: HostFacts, gpus: tuple[int, ...] | None, where: str = "gpus") -> Any:
     """The host's facts as one instance sees them: only its GPUs (CUDA_VISIBLE_DEVICES)."""
     if gpus is None or not _gpu_facts(facts):
         return facts
@@ -443,7 +444,7 @@ def facts_for_gpus(facts: Any, gpus: tuple[int, ...] | None, where: str = "gpus"
     return replace(facts, gpu_query=replace(facts.gpu_query, gpus=chosen))
 
 
-def build_plan(settings: Settings, facts: Any, host: str, service_active: bool = False, *,
+def build_plan(settings: Settings, facts: HostFacts, host: str, service_active: bool = False, *,
                name: str = UNIT_NAME, unit: str = UNIT_NAME, gpus: tuple[int, ...] | None = None,
                listen_host: str | None = None, key_files: tuple[str, str] | None = None) -> ServicePlan:
     """Compute the plan of one instance on one host, or raise PlanError with reasons.
@@ -475,7 +476,7 @@ def build_plan(settings: Settings, facts: Any, host: str, service_active: bool =
                         own_ports=[settings.vllm_port] if service_active else [],
                         world_size=world_size,
                         model_bytes=getattr(model, "weight_bytes", None),
-                        model_present=bool(getattr(facts, "model_config", None)))
+                        model_present=bool(facts.model_config))
     if not checked.ok:
         raise PlanError(checked.message(host))
 
@@ -508,8 +509,8 @@ def build_plan(settings: Settings, facts: Any, host: str, service_active: bool =
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
     image = settings.vllm_docker_image or f"vllm/vllm-openai:v{settings.vllm_version}"
     env_files = [f"{CONFIG_DIR}/{unit}.env"] + ([key_files[0]] if key_files else [])
-    mem_max = memory_max(device, getattr(facts, "mem_total_bytes", None), sized)
-    max_tasks = tasks_max(getattr(facts, "cpu_count", None), world_size)
+    mem_max = memory_max(device, facts.mem_total_bytes, sized)
+    max_tasks = tasks_max(facts.cpu_count, world_size)
     if docker:
         argv = docker_argv(unit, image, settings, state_dir, template_path, env_files, vllm_args,
                            listen=listen, gpus=gpus, shm_gib=world_size, memory=mem_max, pids=max_tasks)
@@ -542,9 +543,9 @@ def build_plan(settings: Settings, facts: Any, host: str, service_active: bool =
         weight_bytes=getattr(model, "weight_bytes", None),
     )
     warnings = list(checked.warnings)
-    if device == "cuda" and getattr(facts, "reboot_pending", False):
+    if device == "cuda" and facts.reboot_pending:
         warnings.append("the loaded NVIDIA kernel module differs from the installed driver: reboot the host")
-    if device == "cuda" and getattr(facts, "secure_boot", None) == "enabled":
+    if device == "cuda" and facts.secure_boot == "enabled":
         warnings.append("Secure Boot is on: a newly installed (DKMS) NVIDIA module must be signed to load")
     return ServicePlan(
         host=host,

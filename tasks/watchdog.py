@@ -32,7 +32,7 @@ def watchdog(plan: HostPlan) -> None:
         _remove()
         return
     # The host's dpkg facts (gathered for the plan) say whether python3 is there: no apt run when it is.
-    installed = getattr(plan.facts, "package_version", lambda _name: None)
+    installed = plan.facts.package_version
     missing = [name for name in w.apt_packages if not installed(name)]
     if missing:
         apt.packages(name="python3 for the watchdog", packages=missing, update=True, cache_time=24 * 3600,

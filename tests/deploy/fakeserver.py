@@ -18,7 +18,7 @@ from typing import Any
 from pyinfra.context import ctx_host, ctx_state
 
 from facts.gather import gather_host_facts
-from facts.parsers import HostFacts
+from facts.model import HostFacts
 from plan.host import HostPlan, build_host_plan
 from plan.recipes import PROBE_TOOL
 from plan.service import ServicePlan

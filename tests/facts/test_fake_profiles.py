@@ -18,7 +18,7 @@ import pytest
 from facts import commands
 from facts import host as fact
 from facts.gather import gather_host_facts
-from facts.parsers import HostFacts
+from facts.model import HostFacts
 from tests.fakehosts import (
     ProfileError,
     fake_host_data,

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from facts import parsers as p
+from facts.model import HostFacts
 from tests.fakehosts import PROFILES_DIR
 
 FIXTURES = sorted(PROFILES_DIR.glob("**/*.txt"))
@@ -66,7 +67,7 @@ def test_gpu_query_unreported_values_become_none() -> None:
     gpu = p.parse_gpu_query(out).gpus[0]
     assert (gpu.memory_total_mib, gpu.memory_used_mib, gpu.memory_free_mib) == (None, None, None)
     assert gpu.compute_capability == (12, 1)
-    facts = p.HostFacts(gpu_query=p.parse_gpu_query(out))
+    facts = HostFacts(gpu_query=p.parse_gpu_query(out))
     assert facts.min_gpu_memory_mib is None and facts.gpu_count == 1
 
 
@@ -258,7 +259,7 @@ def test_dpkg_states() -> None:
     assert pkgs["nvidia-driver-570"].installed and not pkgs["nvidia-driver-535"].installed
     assert pkgs["nvidia-driver-550"] == p.DebPackage("nvidia-driver-550", "", "un")
     assert pkgs["docker-ce"].installed and "dpkg-query:" not in pkgs
-    facts = p.HostFacts(packages=pkgs)
+    facts = HostFacts(packages=pkgs)
     assert facts.package_version("nvidia-driver-535") is None
     assert [x.name for x in facts.installed_packages("nvidia-driver-")] == ["nvidia-driver-570"]
 
@@ -284,26 +285,26 @@ def test_json_object() -> None:
 
 
 def test_disk_free_uses_the_nearest_gathered_parent() -> None:
-    facts = p.HostFacts(disks={"/": p.DiskUsage("/", 10, 100), "/data": p.DiskUsage("/data", 500, 1000)})
+    facts = HostFacts(disks={"/": p.DiskUsage("/", 10, 100), "/data": p.DiskUsage("/data", 500, 1000)})
     assert facts.disk_free("/data/models/q") == 500
     assert facts.disk_free("/database") == 10
     assert facts.disk_free("/opt/x") == 10
-    assert p.HostFacts().disk_free("/opt") is None
+    assert HostFacts().disk_free("/opt") is None
 
 
 def test_driver_state_from_tool_answers() -> None:
     pci = p.parse_lspci("01:00.0 VGA compatible controller [0300]: NVIDIA Corporation AD102 [10de:2684]")
     no_driver = p.parse_gpu_query("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.")
-    assert p.HostFacts(gpu_query=no_driver, pci=pci).driver_state == "not_loaded"
-    assert p.HostFacts(gpu_query=p.parse_gpu_query("sh: 1: nvidia-smi: not found"), pci=pci).driver_state == \
+    assert HostFacts(gpu_query=no_driver, pci=pci).driver_state == "not_loaded"
+    assert HostFacts(gpu_query=p.parse_gpu_query("sh: 1: nvidia-smi: not found"), pci=pci).driver_state == \
         "not_installed"
-    assert p.HostFacts(gpu_query=p.parse_gpu_query("sh: 1: nvidia-smi: not found"),
+    assert HostFacts(gpu_query=p.parse_gpu_query("sh: 1: nvidia-smi: not found"),
                        pci=p.parse_lspci("")).driver_state == "no_gpu"
-    assert p.HostFacts().driver_state == "unknown"
+    assert HostFacts().driver_state == "unknown"
 
 
 def test_reboot_pending_when_loaded_module_differs() -> None:
     smi = p.parse_nvidia_smi("| NVIDIA-SMI 570.153.02   Driver Version: 570.153.02   CUDA Version: 12.8 |")
-    stale = p.HostFacts(smi=smi, nvidia_module=p.NvidiaModule("535.183.01", False))
+    stale = HostFacts(smi=smi, nvidia_module=p.NvidiaModule("535.183.01", False))
     assert stale.reboot_pending
-    assert not p.HostFacts(smi=smi, nvidia_module=p.NvidiaModule("570.153.02", False)).reboot_pending
+    assert not HostFacts(smi=smi, nvidia_module=p.NvidiaModule("570.153.02", False)).reboot_pending

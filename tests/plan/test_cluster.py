@@ -12,6 +12,7 @@ import pytest
 
 import sizing
 from facts import parsers as p
+from facts.model import HostFacts
 from plan.cluster import (
     LAUNCHER,
     ClusterError,
@@ -33,12 +34,12 @@ LLAMA = {"model": "meta-llama/Llama-3.1-70B-Instruct", "model_source": "huggingf
 
 
 @cache
-def facts(profile: str) -> p.HostFacts:
+def facts(profile: str) -> HostFacts:
     return recorded(profile)
 
 
 @cache
-def four_4090() -> p.HostFacts:
+def four_4090() -> HostFacts:
     """The recorded 4090 workstation with four cards: its own query rows and PHB links, repeated."""
     base = facts("4090-x2-ubuntu2204")
     row = base.gpus[0]
@@ -226,7 +227,7 @@ def test_before_facts_the_plan_has_ranks_and_arguments_but_no_layout() -> None:
 
 def test_cpu_cluster_spreads_tensor_parallel_across_nodes_and_refuses_pipeline() -> None:
     cpu = {"model": "Qwen/Qwen3-0.6B", "vllm_device": "cpu", "vllm_cluster": "lab", "vllm_max_model_len": 1024}
-    host = p.HostFacts(mem_total_bytes=16 << 30, cpu_count=2)
+    host = HostFacts(mem_total_bytes=16 << 30, cpu_count=2)
     plan = build_cluster_plan([member("h1", {**cpu, "vllm_cluster_head": True}, host),
                                member("h2", cpu, host)])
     assert (plan.tensor_parallel_size, plan.pipeline_parallel_size, plan.ranks_per_node) == (2, 1, 1)

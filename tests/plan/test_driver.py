@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from facts.parsers import OsRelease, PciScan
+from facts.model import OsRelease, PciScan
 from plan.driver import (
     DriverPlan,
     check_driver_output,

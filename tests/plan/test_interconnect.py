@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from facts import parsers as p
+from facts.model import HostFacts
 from plan.interconnect import CUSTOM_ALL_REDUCE_SIZES, diagnose, host_path_verdict, path_verdict
 from tests.fakehosts import PROFILES_DIR
 
@@ -87,7 +88,7 @@ def test_one_gpu_or_the_cpu_backend_gets_nothing() -> None:
 
 
 def test_host_facts_route_through_the_doctor() -> None:
-    facts = p.HostFacts(topology=topology(RTX4090),
+    facts = HostFacts(topology=topology(RTX4090),
                         gpu_query=p.parse_gpu_query((RTX4090 / "gpus.txt").read_text()))
     assert host_path_verdict(facts).p2p is False
     assert host_path_verdict(facts, acs(RTX4090)).nccl_unsafe

@@ -9,7 +9,7 @@ import pytest
 from pyinfra.context import ctx_host, ctx_state
 
 from facts.gather import gather_host_facts
-from facts.parsers import (
+from facts.model import (
     DiskUsage,
     DockerState,
     HostFacts,
@@ -19,8 +19,8 @@ from facts.parsers import (
     OsRelease,
     PciDevice,
     PciScan,
-    parse_gpu_query,
 )
+from facts.parsers import parse_gpu_query
 from plan.preflight import DOCKER_IMAGE_BYTES, MIN_SHM_BYTES, preflight
 from plan.settings import load_settings
 from tests.fakehosts import fake_host_data, make_fake_state

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from facts.parsers import CondaState, DaemonConfig, DebPackage, OsRelease, parse_daemon_json
+from facts.model import CondaState, DaemonConfig, DebPackage, OsRelease
+from facts.parsers import parse_daemon_json
 from plan import apt_mirror as am
 from plan import conda as cd
 from plan import docker_engine as de

@@ -26,7 +26,6 @@ import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -524,14 +523,15 @@ def test_quantize_config_beside_config_json(hub: FakeHub) -> None:
 
 
 def test_deploy_plan_sizes_a_hub_model_before_any_change(hub: FakeHub) -> None:
+    from facts.model import HostFacts
     from plan.service import PlanError, resolve_model_spec
     from plan.settings import load_settings
 
-    no_host_copy = SimpleNamespace(model_config=None)
+    no_host_copy = HostFacts(model_config=None)
     settings = load_settings({"model": CODER, "model_source": "huggingface", "hf_endpoint": hub.url})
     spec = resolve_model_spec(settings, no_host_copy)
     assert spec.name == CODER and spec.weight_bytes == CODER_BYTES and spec.num_experts == 128
-    assert resolve_model_spec(load_settings({"model": CODER, "model_source": "modelscope"}), SimpleNamespace(
+    assert resolve_model_spec(load_settings({"model": CODER, "model_source": "modelscope"}), HostFacts(
         model_config=CODER_CONFIG)).weight_bytes is None  # the host's config.json still comes first
     os.environ["MODELSCOPE_DOMAIN"] = hub.url  # the ModelScope client's own variable
     try:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from facts.parsers import HostFacts, parse_ip_route_get
+from facts.model import HostFacts
+from facts.parsers import parse_ip_route_get
 from plan.cluster import ClusterMember, ClusterPlan, NetworkFacts, build_cluster_plan
 from plan.settings import load_settings
 from tests.vllm_cpu.realparser import require_controller_python, vllm_env
