@@ -29,7 +29,7 @@ apt_sources(plan)
 logger.info(plan.driver.summary())
 nvidia_driver(plan.driver)
 
-install = {"docker": install_docker, "conda": install_conda}.get(plan.runtime, install_venv)
+install = {"docker": install_docker, "conda": install_conda}.get(plan.setup.runtime, install_venv)
 restart_all = install(plan) + api_key_files(plan)
 restarts = service_instances(plan, restart_all=restart_all, restart_model=model_files(plan))
 gateway(plan, restarts=restarts)

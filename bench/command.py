@@ -136,8 +136,8 @@ def level_command(plan: HostPlan, target: Target, workdir: str, level: int, args
     workdir = check_workdir(workdir)
     env = bench_env(target, workdir)
     launcher = [f"{workdir}/bench_serve.py", *launcher_args(target), "--", *args]
-    if plan.runtime == "docker":
-        if not plan.docker_image:
+    if plan.setup.runtime == "docker":
+        if not plan.setup.docker_image:
             raise BenchError("the docker runtime has no planned image")
         mounts = [f"{workdir}:{workdir}", f"{target.tokenizer}:{target.tokenizer}:ro"]
         if target.ca_file:
@@ -147,9 +147,10 @@ def level_command(plan: HostPlan, target: Target, workdir: str, level: int, args
         words += [w for name, value in sorted(env.items()) for w in ("-e", f"{name}={value}")]
         if plan.key_header_file:
             words += ["-e", "OPENAI_API_KEY"]  # the value comes from this shell's environment, not argv
-        run = sh_join([*words, plan.docker_image, *launcher])
+        run = sh_join([*words, plan.setup.docker_image, *launcher])
     else:
-        run = sh_join(["env", *(f"{name}={value}" for name, value in sorted(env.items())), plan.python, *launcher])
+        run = sh_join(["env", *(f"{name}={value}" for name, value in sorted(env.items())), plan.setup.python,
+                       *launcher])
     log, result = sh(f"{workdir}/c{level}.log"), sh(f"{workdir}/{result_filename(level)}")
     return (f"umask 077; {key_export(plan.key_header_file)}{run} > {log} 2>&1; rc=$?; "
             f"if [ $rc -ne 0 ] || [ ! -s {result} ]; then tail -n {LOG_TAIL_LINES} {log}; exit $(( rc ? rc : 1 )); fi; "

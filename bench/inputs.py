@@ -78,9 +78,9 @@ def describe(plan: HostPlan, target: Target, levels: tuple[int, ...], settings: 
                        "max_model_len": i.max_model_len,
                        "sizing": {k: v for k, v in i.sizing.items() if isinstance(v, int | float | str | bool)}}
                       for i in serving],
-        "vllm": {"package": plan.install.package, "image": plan.docker_image, "client": client_vllm},
-        "runtime": plan.runtime,
-        "device": plan.device,
+        "vllm": {"package": plan.setup.install.package, "image": plan.setup.docker_image, "client": client_vllm},
+        "runtime": plan.setup.runtime,
+        "device": plan.setup.device,
         "gpus": _gpus(plan),
         "host_facts": _host_facts(plan),
         "dataset": {"name": "random", "input_len": settings.vllm_bench_input_len,

@@ -33,11 +33,35 @@ LOOPBACK = "127.0.0.1"
 
 
 @dataclass(frozen=True)
+class HostSetup:
+    """What every instance of a host shares: the device, the runtime and its install, the service account
+    and its paths (those of the first instance; the settings behind them are host-level)."""
+
+    device: str
+    runtime: str
+    user: str
+    prefix: str
+    venv: str
+    python: str
+    state_dir: str
+    config_dir: str
+    install: InstallPlan
+    docker_image: str | None = None
+
+    @classmethod
+    def of(cls, instance: ServicePlan) -> HostSetup:
+        return cls(device=instance.device, runtime=instance.runtime, user=instance.user, prefix=instance.prefix,
+                   venv=instance.venv, python=instance.python, state_dir=instance.state_dir,
+                   config_dir=instance.config_dir, install=instance.install, docker_image=instance.docker_image)
+
+
+@dataclass(frozen=True)
 class HostPlan:
     """All instances of one host, the gateway it runs (if any), and where the API key lives."""
 
     host: str
     instances: tuple[ServicePlan, ...]
+    setup: HostSetup
     gateway: GatewayPlan | None = None
     require_api_key: bool = False
     key_env_file: str | None = None
@@ -65,50 +89,9 @@ class HostPlan:
         """Settings every instance shares (runtime, mirrors, driver): those of the first instance."""
         return self.settings[0].settings
 
-    # Host-level facts of the plan: every instance shares the runtime, the install and the user.
     @property
     def first(self) -> ServicePlan:
         return self.instances[0]
-
-    @property
-    def device(self) -> str:
-        return self.first.device
-
-    @property
-    def runtime(self) -> str:
-        return self.first.runtime
-
-    @property
-    def user(self) -> str:
-        return self.first.user
-
-    @property
-    def prefix(self) -> str:
-        return self.first.prefix
-
-    @property
-    def venv(self) -> str:
-        return self.first.venv
-
-    @property
-    def python(self) -> str:
-        return self.first.python
-
-    @property
-    def state_dir(self) -> str:
-        return self.first.state_dir
-
-    @property
-    def config_dir(self) -> str:
-        return self.first.config_dir
-
-    @property
-    def install(self) -> InstallPlan:
-        return self.first.install
-
-    @property
-    def docker_image(self) -> str | None:
-        return self.first.docker_image
 
     @property
     def models(self) -> tuple[ModelPlan, ...]:
@@ -229,6 +212,7 @@ def build_host_plan(instances: tuple[InstanceSettings, ...], facts: HostFacts, h
     return HostPlan(
         host=host,
         instances=tuple(plans),
+        setup=HostSetup.of(plans[0]),
         gateway=gateway,
         monitoring=monitoring,
         exporters=exporters,

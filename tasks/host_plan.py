@@ -148,7 +148,7 @@ def _conda(plan: HostPlan) -> CondaPlan:
     settings = plan.host_settings
     return plan_conda(
         settings,
-        plan.install,
+        plan.setup.install,
         host.get_fact(fact.CondaState, prefix=settings.conda_prefix, env=settings.conda_env_prefix),
         host.get_fact(fact.TextFiles, paths=(condarc_path(settings.conda_prefix),
                                              pip_conf_path(settings.conda_env_prefix))),
@@ -162,8 +162,8 @@ def _with_install_stages(plan: HostPlan) -> HostPlan:
     return replace(
         plan,
         apt=plan_apt_sources(settings.apt_mirror, plan.facts.os),
-        docker_engine=_docker_engine(settings, plan.facts.os) if plan.runtime == "docker" else None,
-        conda=_conda(plan) if plan.runtime == "conda" else None,
+        docker_engine=_docker_engine(settings, plan.facts.os) if plan.setup.runtime == "docker" else None,
+        conda=_conda(plan) if plan.setup.runtime == "conda" else None,
     )
 
 
@@ -184,7 +184,7 @@ def plan_for_current_host() -> HostPlan:
             raise PlanError(f"vllm_api_key_file: {error}") from None
         plan = build_host_plan(instances, facts, host.name, active_units=active, gateway=_gateway(settings),
                                api_key=api_key, facts_for_model=_facts_for_model(facts))
-        monitoring, exporters = _operate(settings, plan.device)
+        monitoring, exporters = _operate(settings, plan.setup.device)
         plan = replace(plan, monitoring=monitoring, exporters=exporters)
         return _with_install_stages(plan)
     except (SettingsError, PlanError) as error:

@@ -35,9 +35,9 @@ def _conda_ops(plan: HostPlan, conda: CondaPlan) -> list[OperationMeta]:
         files.file(name="pip index of the environment (pip.conf)", path=conda.pip_conf_path, present=False)
     changes = []
     if conda.pip_install:
-        wheelhouse(plan)
+        wheelhouse(plan.setup)
         changes.append(server.shell(name=f"Install {', '.join(conda.pip_install)} in the conda environment",
-                                    commands=[pip_command(conda, pip_install_args(plan))]))
+                                    commands=[pip_command(conda, pip_install_args(plan.setup))]))
     if conda.pip_remove:
         changes.append(server.shell(
             name="Remove packages that break this build",
@@ -53,5 +53,5 @@ def install_conda(plan: HostPlan) -> list[OperationMeta]:
     if conda.prerequisites:
         apt.packages(name="Tools to download Miniconda", packages=list(conda.prerequisites), update=True,
                      no_recommends=True)
-    service_account(plan)
+    service_account(plan.setup)
     return _conda_ops(plan, conda)

@@ -56,5 +56,5 @@ def install_docker(plan: HostPlan) -> list[OperationMeta]:
     """Returns the operations whose change means the service must restart."""
     assert plan.docker_engine is not None, "the host plan decides the engine for the docker runtime"
     docker_engine(plan.docker_engine)
-    service_directories(plan, owner="root")  # the docker unit runs as root: no service user
-    return [docker.image(name=f"Image {plan.docker_image}", image=plan.docker_image)]
+    service_directories(plan.setup, owner="root")  # the docker unit runs as root: no service user
+    return [docker.image(name=f"Image {plan.setup.docker_image}", image=plan.setup.docker_image)]

@@ -6,48 +6,49 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, pip
 
+from plan.host import HostPlan, HostSetup
 from plan.quoting import sh_join
-from plan.service import ServicePlan
 from tasks.service_account import service_account, wheelhouse
 
 
-def pip_install_args(plan: ServicePlan) -> str:
+def pip_install_args(setup: HostSetup) -> str:
     """Offline wheelhouse beats a mirror preset; neither keeps pip's own default index.
 
     Shell-quoted: pyinfra pastes extra_install_args into the root command line as they are.
     """
-    if plan.install.wheelhouse_remote:
-        return sh_join(["--no-index", "--find-links", plan.install.wheelhouse_remote])
-    if plan.install.index_url:
-        return sh_join(["--index-url", plan.install.index_url])
+    if setup.install.wheelhouse_remote:
+        return sh_join(["--no-index", "--find-links", setup.install.wheelhouse_remote])
+    if setup.install.index_url:
+        return sh_join(["--index-url", setup.install.index_url])
     return ""
 
 
 @deploy("Install vLLM (venv runtime)")
-def install_venv(plan: ServicePlan) -> list[OperationMeta]:
+def install_venv(plan: HostPlan) -> list[OperationMeta]:
     """Returns the operations whose change means the service must restart."""
+    setup = plan.setup
     apt.packages(
         name="System packages for a Python virtualenv",
-        packages=list(plan.install.apt_packages),
+        packages=list(setup.install.apt_packages),
         update=True,
         cache_time=24 * 3600,
         no_recommends=True,
     )
-    service_account(plan)
-    wheelhouse(plan)
-    pip.venv(name="vLLM virtualenv", path=plan.venv, python="python3")
-    extra = pip_install_args(plan)
+    service_account(setup)
+    wheelhouse(setup)
+    pip.venv(name="vLLM virtualenv", path=setup.venv, python="python3")
+    extra = pip_install_args(setup)
     changes = [pip.packages(
-        name=f"Install {plan.install.package}",
-        packages=[plan.install.package, *plan.install.extra_packages],
-        virtualenv=plan.venv,
+        name=f"Install {setup.install.package}",
+        packages=[setup.install.package, *setup.install.extra_packages],
+        virtualenv=setup.venv,
         extra_install_args=extra or None,
     )]
-    if plan.install.remove_packages:
+    if setup.install.remove_packages:
         changes.append(pip.packages(
             name="Remove packages that break this build",
-            packages=list(plan.install.remove_packages),
+            packages=list(setup.install.remove_packages),
             present=False,
-            virtualenv=plan.venv,
+            virtualenv=setup.venv,
         ))
     return changes

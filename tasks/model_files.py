@@ -111,13 +111,13 @@ def download(plan: HostPlan, model: ModelPlan, index: int) -> list[OperationMeta
     if marker:
         return []
     unit = download_unit(index)
-    hub_venv = f"{plan.prefix}/hub-venv"
-    checker = f"{plan.prefix}/{CHECK_SCRIPT}"
+    hub_venv = f"{plan.setup.prefix}/hub-venv"
+    checker = f"{plan.setup.prefix}/{CHECK_SCRIPT}"
     package = "modelscope" if model.source == "modelscope" else "huggingface_hub"
     apt.packages(name="Python virtualenv support", packages=["python3-venv"], update=True, cache_time=86400)
+    index_url = plan.setup.install.index_url
     pip.packages(name=f"{package} CLI", packages=[package], virtualenv=hub_venv,
-                 extra_install_args=sh_join(["--index-url", plan.install.index_url]) if plan.install.index_url
-                 else None)
+                 extra_install_args=sh_join(["--index-url", index_url]) if index_url else None)
     files.put(name="Model completeness check", src=model_check.__file__, dest=checker, mode="644")
     files.template(
         name="Model download unit",

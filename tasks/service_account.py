@@ -6,62 +6,45 @@ One helper so the venv, conda and docker stages cannot drift apart in names, own
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from pyinfra.operations import files, server
 
-from plan.service import InstallPlan
+from plan.host import HostSetup
 
 
-class ServiceLayout(Protocol):
-    """What these operations read: a service plan, or a host plan through its first instance."""
-
-    @property
-    def user(self) -> str: ...
-    @property
-    def prefix(self) -> str: ...
-    @property
-    def state_dir(self) -> str: ...
-    @property
-    def config_dir(self) -> str: ...
-    @property
-    def install(self) -> InstallPlan: ...
-
-
-def service_user(plan: ServiceLayout) -> None:
+def service_user(setup: HostSetup) -> None:
     """The system account vLLM runs as (venv and conda; the docker unit runs as root)."""
     server.user(
-        name=f"Service user {plan.user}",
-        user=plan.user,
+        name=f"Service user {setup.user}",
+        user=setup.user,
         system=True,
-        home=plan.state_dir,
+        home=setup.state_dir,
         shell="/usr/sbin/nologin",
         create_home=False,
         ensure_home=False,  # the state directories set their own owners and modes
     )
 
 
-def service_directories(plan: ServiceLayout, owner: str) -> None:
+def service_directories(setup: HostSetup, owner: str) -> None:
     """The prefix, the state directories (owned by `owner`) and the config directory (readable by `owner`)."""
-    files.directory(name="vLLM prefix", path=plan.prefix, user="root", group="root", mode="755")
-    for path in (plan.state_dir, f"{plan.state_dir}/cache", f"{plan.state_dir}/tmp"):
+    files.directory(name="vLLM prefix", path=setup.prefix, user="root", group="root", mode="755")
+    for path in (setup.state_dir, f"{setup.state_dir}/cache", f"{setup.state_dir}/tmp"):
         files.directory(name=f"Service state {path}", path=path, user=owner, group=owner, mode="750")
-    files.directory(name="Config directory", path=plan.config_dir, user="root", group=owner, mode="750")
+    files.directory(name="Config directory", path=setup.config_dir, user="root", group=owner, mode="750")
 
 
-def service_account(plan: ServiceLayout) -> None:
+def service_account(setup: HostSetup) -> None:
     """The service user, then its directories owned by it."""
-    service_user(plan)
-    service_directories(plan, owner=plan.user)
+    service_user(setup)
+    service_directories(setup, owner=setup.user)
 
 
-def wheelhouse(plan: ServiceLayout) -> None:
+def wheelhouse(setup: HostSetup) -> None:
     """Copy the controller's offline wheelhouse to the host when one is set (pip then installs from it alone)."""
-    if plan.install.wheelhouse_local and plan.install.wheelhouse_remote:
+    if setup.install.wheelhouse_local and setup.install.wheelhouse_remote:
         files.sync(
             name="Offline wheelhouse",
-            src=plan.install.wheelhouse_local,
-            dest=plan.install.wheelhouse_remote,
+            src=setup.install.wheelhouse_local,
+            dest=setup.install.wheelhouse_remote,
             user="root",
             group="root",
             mode="644",

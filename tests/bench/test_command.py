@@ -57,7 +57,7 @@ def test_docker_runtime_runs_the_planned_image_with_the_model_read_only() -> Non
     data = {"model": "Qwen/Qwen3-8B", "vllm_runtime": "docker", "vllm_gateway": True,
             "vllm_gateway_server_name": "llm.example.com"}
     plan = _with_gateway(data)
-    assert plan.runtime == "docker" and plan.docker_image
+    assert plan.setup.runtime == "docker" and plan.setup.docker_image
     target = target_for(plan, "gateway")
     command = level_command(plan, target, WORKDIR, 8, vllm_bench_args(target, 8, 64, 128, 32, WORKDIR))
     words = _words(command, "docker run")
@@ -67,7 +67,7 @@ def test_docker_runtime_runs_the_planned_image_with_the_model_read_only() -> Non
                       "/etc/vllm/gateway/vllm/tls.crt:/etc/vllm/gateway/vllm/tls.crt:ro"]
     env = [words[i + 1] for i, w in enumerate(words) if w == "-e"]
     assert "OPENAI_API_KEY" in env and "SSL_CERT_FILE=/etc/vllm/gateway/vllm/tls.crt" in env
-    image = words.index(plan.docker_image)
+    image = words.index(plan.setup.docker_image)
     assert words[image + 1:image + 5] == [f"{WORKDIR}/bench_serve.py", "--resolve", "llm.example.com:443:127.0.0.1",
                                           "--"]
     assert words[words.index("--base-url") + 1] == "https://llm.example.com:443"
