@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from facts import commands
 from facts import host as fact
-from facts.model import DiskUsage, HostFacts
+from facts.model import DiskUsage, HostFacts, InstallFacts
 
 
-def gather_host_facts(host: Any, model_dir: str, ports: list[int]) -> HostFacts:
+def gather_host_facts(host: Any, model_dir: str, ports: list[int], model_dirs: Sequence[str] = (),
+                      install: InstallFacts | None = None) -> HostFacts:
     """Ask the host once for each fact; `host` is pyinfra's current Host.
 
     `ports` are the ports the deploy wants; all listeners are gathered anyway so
-    port_in_use() answers for any port without another round trip.
+    port_in_use() answers for any port without another round trip. `model_dirs` are
+    every instance's model directory (disk and config.json of each), `install` the
+    install stages' facts, gathered by the caller that knows which stages run.
     """
     disks: dict[str, DiskUsage] = {}
     usage = host.get_fact(fact.DiskSpace, path=model_dir)
@@ -40,4 +44,7 @@ def gather_host_facts(host: Any, model_dir: str, ports: list[int]) -> HostFacts:
         docker=host.get_fact(fact.DockerInfo),
         model_config=host.get_fact(fact.ModelConfig, path=model_dir),
         kernel_release=host.get_fact(fact.KernelRelease),
+        model_disks={path: host.get_fact(fact.DiskSpace, path=path) for path in model_dirs},
+        model_configs={path: host.get_fact(fact.ModelConfig, path=path) for path in model_dirs},
+        install=install,
     )

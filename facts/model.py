@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 ToolStatus = Literal["ok", "missing", "no_driver", "mismatch", "no_devices", "error", "empty"]
@@ -288,6 +288,23 @@ DriverState = Literal["working", "not_installed", "not_loaded", "mismatch", "no_
 
 
 @dataclass(frozen=True)
+class InstallFacts:
+    """What the apt sources and runtime install stages decide from: the host's files, packages and state.
+
+    Gathered for the stages the host runs (docker's for the docker runtime, conda's for conda); empty otherwise.
+    """
+
+    apt_files: Mapping[str, str | None] = field(default_factory=dict)
+    docker_packages: Mapping[str, DebPackage] = field(default_factory=dict)
+    docker_files: Mapping[str, str | None] = field(default_factory=dict)
+    docker_hashes: Mapping[str, str | None] = field(default_factory=dict)
+    docker_daemon: DaemonConfig = DaemonConfig(status="empty")
+    conda: CondaState = CondaState()
+    conda_files: Mapping[str, str | None] = field(default_factory=dict)
+    conda_packages: Mapping[str, DebPackage] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class HostFacts:
     """Everything the planner reads about one host, gathered once before any change."""
 
@@ -310,6 +327,22 @@ class HostFacts:
     kernel_release: str | None = None
     # PCIe ACS of the bridges (multi-node gathering only; None where not gathered).
     pci_acs: PciAcs | None = None
+    # config.json and free disk of every model directory of the host's instances, by path (empty: every
+    # instance sees `model_config` and `disks`).
+    model_configs: Mapping[str, dict[str, Any] | None] = field(default_factory=dict)
+    model_disks: Mapping[str, DiskUsage | None] = field(default_factory=dict)
+    # The install stages' inputs; None where not gathered (a plan for inspection plans no install stage).
+    install: InstallFacts | None = None
+
+    def for_model(self, model_dir: str) -> HostFacts:
+        """The facts as an instance serving from `model_dir` sees them: that directory's disk and config.json."""
+        if model_dir not in self.model_configs:
+            return self
+        disks = dict(self.disks)
+        usage = self.model_disks.get(model_dir)
+        if usage is not None:
+            disks[model_dir] = usage
+        return replace(self, disks=disks, model_config=self.model_configs[model_dir])
 
     @property
     def gpus(self) -> tuple[GpuInfo, ...]:

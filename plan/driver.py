@@ -89,6 +89,7 @@ class HostGpu:
     compute_capability: tuple[int, int] | None
     source: str
     spec: GpuSpec | None = None
+    index: int | None = None  # nvidia-smi's index; None for a card seen on the PCI bus only
 
 
 def _architecture_of(cc: tuple[int, int]) -> str:
@@ -108,7 +109,7 @@ def host_gpus(facts: HostFacts) -> list[HostGpu]:
             spec = None
         cc = gpu.compute_capability or (spec.compute_capability if spec else None)
         architecture = spec.architecture if spec else (_architecture_of(cc) if cc else None)
-        found.append(HostGpu(gpu.name, architecture, cc, "nvidia-smi", spec))
+        found.append(HostGpu(gpu.name, architecture, cc, "nvidia-smi", spec, gpu.index))
     if found:
         return found
     for device in facts.pci_gpus:
@@ -204,8 +205,12 @@ def _packages(settings: Settings, facts: HostFacts, os_id: str, open_modules: bo
     return tuple(packages)
 
 
-def plan_driver(settings: Settings, facts: HostFacts, device: str) -> DriverPlan:
-    """The driver stage for this host; problems come back in `errors` for preflight to report."""
+def plan_driver(settings: Settings, facts: HostFacts, device: str,
+                known: list[HostGpu] | None = None) -> DriverPlan:
+    """The driver stage for this host; problems come back in `errors` for preflight to report.
+
+    `known` are the host's GPUs when the caller has them already (`host_gpus(facts)`).
+    """
     if device != "cuda":
         return DriverPlan("none", "CPU backend: no GPU driver needed")
     if not settings.nvidia_driver_manage:
@@ -243,7 +248,7 @@ def plan_driver(settings: Settings, facts: HostFacts, device: str) -> DriverPlan
     if not facts.kernel_release:
         errors.append(("nvidia_driver_manage", "`uname -r` gave no kernel release, so the kernel headers DKMS "
                        "needs cannot be named; check the host, or install the driver yourself"))
-    gpus = host_gpus(facts)
+    gpus = known if known is not None else host_gpus(facts)
     open_modules, flavor_errors = _open_modules(settings, gpus)
     errors += flavor_errors
     packages = _packages(settings, facts, os_id or "", open_modules) if not errors else ()

@@ -10,18 +10,27 @@ ordered so that each starts only when the previous one holds its memory.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from facts.model import HostFacts
-from plan.apt_mirror import AptMirrorPlan
-from plan.conda import CondaPlan
-from plan.docker_engine import DockerEnginePlan
-from plan.driver import DriverPlan, plan_driver
+from facts.model import HostFacts, InstallFacts, OsRelease
+from plan.apt_mirror import AptMirrorError, AptMirrorPlan, plan_apt_mirror
+from plan.conda import CondaPlan, plan_conda
+from plan.docker_engine import DockerEngineError, DockerEnginePlan, plan_docker_engine
+from plan.driver import DriverPlan
 from plan.gateway import GatewayPlan
-from plan.monitoring import ExportersPlan, MonitoringPlan
-from plan.service import CONFIG_DIR, InstallPlan, ModelPlan, PlanError, ServicePlan, build_plan
+from plan.monitoring import ExportersPlan, Member, MonitoringPlan, build_exporters_plan, build_monitoring_plan
+from plan.preflight import host_checks
+from plan.service import (
+    CONFIG_DIR,
+    InstallPlan,
+    ModelPlan,
+    PlanError,
+    ServicePlan,
+    build_plan,
+    resolve_device,
+)
 from plan.settings import InstanceSettings, Settings
 from plan.watchdog import WatchdogPlan, build_watchdog_plan
 
@@ -182,16 +191,40 @@ def _shared_gpu_order(instances: list[ServicePlan], explicit: set[str], facts: H
     return [replace(i, after=tuple(after[i.unit])) for i in instances]
 
 
+def apt_plan(mirror: str | None, os_release: OsRelease | None, files: Mapping[str, str | None]) -> AptMirrorPlan:
+    """The apt sources stage from the host's source files: `mirror`, or None for the host's own sources."""
+    try:
+        return plan_apt_mirror(mirror, os_release, files)
+    except AptMirrorError as error:
+        raise PlanError(f"apt_mirror: {error}") from None
+
+
+def _docker_engine(settings: Settings, facts: HostFacts, install: InstallFacts) -> DockerEnginePlan:
+    try:
+        return plan_docker_engine(
+            docker_ce_repo=settings.docker_ce_repo,
+            nvidia_container_repo=settings.nvidia_container_repo,
+            registry_mirrors=settings.docker_registry_mirrors,
+            os_release=facts.os,
+            packages=install.docker_packages,
+            files=install.docker_files,
+            hashes=install.docker_hashes,
+            daemon=install.docker_daemon,
+        )
+    except DockerEngineError as error:
+        raise PlanError(str(error)) from None
+
+
 def build_host_plan(instances: tuple[InstanceSettings, ...], facts: HostFacts, host: str,
                     active_units: set[str] | None = None, gateway: GatewayPlan | None = None,
-                    api_key: str | None = None, facts_for_model: Any = None,
-                    monitoring: MonitoringPlan | None = None, exporters: ExportersPlan | None = None
-                    ) -> HostPlan:
-    """Plan every instance of the host, check how they share it, and attach the gateway it runs.
+                    api_key: str | None = None, members: Sequence[Member] | None = None) -> HostPlan:
+    """Plan every instance of the host, check how they share it, and attach the stages it runs: one pure call.
 
     `active_units` names the running units among this host's instances (and "nginx" when it runs).
-    `facts_for_model(model_dir)` gives the facts seen from another model directory (its disk and
-    config.json); by default every instance sees `facts`.
+    Each instance sees the facts of its own model directory (`facts.for_model`). `members` are the
+    deployment's hosts with their settings, for the monitoring stack and this host's exporters (none
+    planned when not given). The apt sources and runtime install stages are planned from
+    `facts.install` (none when it was not gathered). The host-level checks (GPUs, driver) run once.
     """
     active = active_units or set()
     host_settings = instances[0].settings
@@ -203,24 +236,38 @@ def build_host_plan(instances: tuple[InstanceSettings, ...], facts: HostFacts, h
                         "nginx; choose a free port or stop that program")
     if key and not api_key:
         raise PlanError("vllm_api_key: vllm_require_api_key is on but no key was given or generated")
-    view = facts_for_model or (lambda _model_dir: facts)
-    plans = [build_plan(i.settings, view(i.settings.model_dir), host, service_active=i.unit in active, name=i.name,
-                        unit=i.unit, gpus=i.gpus, listen_host=listen, key_files=key_files) for i in instances]
+    device = resolve_device(host_settings, facts)  # a host-level setting: the same for every instance
+    checks = host_checks(host_settings, facts, device)
+    plans = [build_plan(i.settings, facts.for_model(i.settings.model_dir), host, service_active=i.unit in active,
+                        name=i.name, unit=i.unit, gpus=i.gpus, listen_host=listen, key_files=key_files,
+                        checks=checks) for i in instances]
     _check_models(plans)
     explicit = {i.name for i in instances if i.settings.vllm_gpu_memory_utilization is not None}
     plans = _shared_gpu_order(plans, explicit, facts, active)
+    setup = HostSetup.of(plans[0])
+    watchdog = build_watchdog_plan(host_settings, tuple(plans), KEY_HEADER_FILE if key else None)
+    monitoring = exporters = None
+    if members is not None:
+        monitoring = build_monitoring_plan(host_settings, host, members)
+        exporters = build_exporters_plan(host_settings, host, members, setup.device, host_settings.vllm_gateway)
+    install = facts.install
     return HostPlan(
         host=host,
         instances=tuple(plans),
-        setup=HostSetup.of(plans[0]),
+        setup=setup,
         gateway=gateway,
         monitoring=monitoring,
         exporters=exporters,
-        watchdog=build_watchdog_plan(host_settings, tuple(plans), KEY_HEADER_FILE if key else None),
+        watchdog=watchdog,
         require_api_key=key,
         key_env_file=KEY_ENV_FILE if key else None,
         key_header_file=KEY_HEADER_FILE if key else None,
-        driver=plan_driver(host_settings, facts, plans[0].device),
+        driver=checks.driver,
+        apt=apt_plan(host_settings.apt_mirror, facts.os, install.apt_files) if install else None,
+        docker_engine=_docker_engine(host_settings, facts, install)
+        if install and setup.runtime == "docker" else None,
+        conda=plan_conda(host_settings, setup.install, install.conda, install.conda_files, install.conda_packages)
+        if install and setup.runtime == "conda" else None,
         api_key=api_key if key else None,
         settings=tuple(instances),
         facts=facts,

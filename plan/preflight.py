@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from facts.commands import DOCKER_ROOT
 from facts.model import HostFacts
-from plan.driver import driver_floor, host_gpus, min_compute_capability, plan_driver
+from plan.driver import DriverPlan, HostGpu, driver_floor, host_gpus, min_compute_capability, plan_driver
 from plan.settings import Settings
 
 SUPPORTED_OS = {"ubuntu": ("22.04", "24.04"), "debian": ("12",)}
@@ -45,6 +45,27 @@ class PreflightResult:
         return f"preflight failed on {host} (nothing was changed):\n" + "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class HostChecks:
+    """What preflight reads per host, computed once for all its instances: the GPUs and the driver plan."""
+
+    gpus: tuple[HostGpu, ...]
+    driver: DriverPlan
+
+    def for_gpus(self, chosen: tuple[int, ...] | None) -> tuple[HostGpu, ...]:
+        """The GPUs one instance sees (CUDA_VISIBLE_DEVICES), in its order; all of them before a driver answers."""
+        if chosen is None or any(g.index is None for g in self.gpus):
+            return self.gpus
+        by_index = {g.index: g for g in self.gpus}
+        return tuple(by_index[i] for i in chosen if i in by_index)
+
+
+def host_checks(settings: Settings, facts: HostFacts, device: str) -> HostChecks:
+    """The host-level part of preflight (OS facts, GPUs, driver), once per host."""
+    gpus = host_gpus(facts)
+    return HostChecks(tuple(gpus), plan_driver(settings, facts, device, gpus))
+
+
 def _gib(value: float) -> str:
     return f"{value / 2**30:.1f} GiB"
 
@@ -62,8 +83,7 @@ def _check_os(settings: Settings, facts: HostFacts, errors: list, warnings: list
                        "group_data to try anyway"))
 
 
-def _check_gpus(settings: Settings, facts: HostFacts, errors: list, warnings: list) -> None:
-    gpus = host_gpus(facts)
+def _check_gpus(settings: Settings, gpus: tuple[HostGpu, ...], errors: list, warnings: list) -> None:
     if not gpus:
         errors.append(("gpu", "vllm_device is 'cuda' but neither nvidia-smi nor lspci shows an NVIDIA GPU; check "
                        "the hardware (or the VM's passthrough), or set vllm_device = 'cpu'"))
@@ -83,10 +103,9 @@ def _check_gpus(settings: Settings, facts: HostFacts, errors: list, warnings: li
             return
 
 
-def _check_driver(settings: Settings, facts: HostFacts, device: str, errors: list, warnings: list) -> None:
+def _check_driver(settings: Settings, facts: HostFacts, driver: DriverPlan, errors: list, warnings: list) -> None:
     cuda, floor = driver_floor(settings.vllm_version)
     floor_text = ".".join(str(p) if i == 0 else f"{p:02d}" for i, p in enumerate(floor))
-    driver = plan_driver(settings, facts, device)
     errors += driver.errors
     if settings.nvidia_driver_manage:
         if int(settings.nvidia_driver_branch) < floor[0]:
@@ -147,19 +166,24 @@ def _check_disk(settings: Settings, facts: HostFacts, runtime: str, model_bytes:
 
 def preflight(settings: Settings, facts: HostFacts, device: str, runtime: str, ports: Iterable[int], *,
               own_ports: Iterable[int] = (), world_size: int = 1, model_bytes: int | None = None,
-              model_present: bool = False) -> PreflightResult:
+              model_present: bool = False, checks: HostChecks | None = None,
+              gpus: tuple[int, ...] | None = None) -> PreflightResult:
     """Check one host before any change.
 
     `ports` are those the host will listen on, `own_ports` those this deployment's running units already
     hold (a re-run), `world_size` the GPUs one instance spans (tensor x pipeline), `model_bytes` the
-    weights still to be put on the host unless `model_present`.
+    weights still to be put on the host unless `model_present`. `checks` are the host's GPUs and driver
+    plan, computed once per host (from `facts` when not given), `gpus` the instance's share of them.
     """
     errors: list[tuple[str, str]] = []
     warnings: list[str] = []
     _check_os(settings, facts, errors, warnings)
     if device == "cuda":
-        _check_gpus(settings, facts, errors, warnings)
-        _check_driver(settings, facts, device, errors, warnings)
+        if checks is None:
+            checks = host_checks(settings, facts, device)
+            gpus = None  # `facts` are already the instance's view
+        _check_gpus(settings, checks.for_gpus(gpus), errors, warnings)
+        _check_driver(settings, facts, checks.driver, errors, warnings)
         shm = facts.shm_bytes
         if world_size > 1 and shm is not None and shm < MIN_SHM_BYTES:
             via = "the container shares it (--ipc=host)" if runtime == "docker" else "the service uses it"

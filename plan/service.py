@@ -16,7 +16,7 @@ import sizing
 from facts.model import GpuInfo, HostFacts
 from plan import quoting
 from plan.interconnect import InterconnectPlan, diagnose, host_path_verdict
-from plan.preflight import preflight
+from plan.preflight import HostChecks, preflight
 from plan.recipes import Recipe, RecipeError, resolve_recipe
 from plan.settings import Settings
 from sizing.catalog import CatalogError, find_gpu, in_catalog, sized_from_hub
@@ -267,7 +267,8 @@ def resolve_model_spec(settings: Settings, facts: HostFacts) -> Any:
         raise PlanError(f"{name}: {error.message}") from error
 
 
-def _fit_request(settings: Settings, facts: HostFacts, device: str, model: Any) -> Any:
+def _fit_request(settings: Settings, facts: HostFacts, device: str, model: Any,
+                 checks: HostChecks | None = None) -> Any:
     common = dict(
         model=model,
         tensor_parallel_size=settings.vllm_tensor_parallel_size,
@@ -295,7 +296,7 @@ def _fit_request(settings: Settings, facts: HostFacts, device: str, model: Any) 
         # The driver stage installs the driver in this run: size from lspci and the GPU catalog.
         from plan.driver import host_gpus
 
-        known = host_gpus(facts)
+        known = list(checks.gpus) if checks is not None else host_gpus(facts)
         unknown = [g.name for g in known if g.spec is None]
         if unknown:
             raise PlanError(f"no NVIDIA driver yet, and {unknown[0]} is not in the GPU catalog, so its memory is "
@@ -446,11 +447,13 @@ def facts_for_gpus(facts: HostFacts, gpus: tuple[int, ...] | None, where: str = 
 
 def build_plan(settings: Settings, facts: HostFacts, host: str, service_active: bool = False, *,
                name: str = UNIT_NAME, unit: str = UNIT_NAME, gpus: tuple[int, ...] | None = None,
-               listen_host: str | None = None, key_files: tuple[str, str] | None = None) -> ServicePlan:
+               listen_host: str | None = None, key_files: tuple[str, str] | None = None,
+               checks: HostChecks | None = None) -> ServicePlan:
     """Compute the plan of one instance on one host, or raise PlanError with reasons.
 
     `gpus` limits the instance to those GPUs, `listen_host` overrides vllm_host (loopback behind a
-    gateway on the same host), `key_files` are the (env, header) files that hold the API key.
+    gateway on the same host), `key_files` are the (env, header) files that hold the API key, `checks`
+    the host's GPUs and driver plan when the host plan computed them once for all its instances.
     """
     where = "vllm_instances" if name == UNIT_NAME else f"vllm_instances ({name})"
     device = resolve_device(settings, facts)
@@ -461,7 +464,7 @@ def build_plan(settings: Settings, facts: HostFacts, host: str, service_active: 
     model = resolve_model_spec(settings, facts)
     try:
         sizing.check_extra_args(list(settings.vllm_extra_args), settings.vllm_version)
-        fit = sizing.fit(_fit_request(settings, facts, device, model))
+        fit = sizing.fit(_fit_request(settings, facts, device, model, checks))
     except sizing.SizingError as error:
         field_name = getattr(error, "field", None)
         prefix = f"vllm_{field_name}: " if field_name and not str(field_name).startswith("vllm_") else ""
@@ -476,7 +479,7 @@ def build_plan(settings: Settings, facts: HostFacts, host: str, service_active: 
                         own_ports=[settings.vllm_port] if service_active else [],
                         world_size=world_size,
                         model_bytes=getattr(model, "weight_bytes", None),
-                        model_present=bool(facts.model_config))
+                        model_present=bool(facts.model_config), checks=checks, gpus=gpus)
     if not checked.ok:
         raise PlanError(checked.message(host))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import cache
 from typing import Any
 
@@ -13,24 +12,15 @@ from pyinfra.facts.systemd import SystemdStatus
 
 from facts import host as fact
 from facts.gather import gather_host_facts
-from plan.apt_mirror import AptMirrorError, AptMirrorPlan, plan_apt_mirror, watched_paths
+from facts.model import CondaState, DaemonConfig, HostFacts, InstallFacts, OsRelease
+from plan.apt_mirror import AptMirrorPlan, watched_paths
 from plan.cluster import ClusterError, ClusterMember, build_cluster_plan, member_address
-from plan.conda import CondaPlan, condarc_path, pip_conf_path, plan_conda
-from plan.docker_engine import (
-    DOCKER_KEY,
-    DOCKER_SOURCES,
-    DPKG_NAMES,
-    NVIDIA_KEY,
-    NVIDIA_SOURCES,
-    PREREQUISITES,
-    DockerEngineError,
-    DockerEnginePlan,
-    plan_docker_engine,
-)
+from plan.conda import condarc_path, pip_conf_path
+from plan.docker_engine import DOCKER_KEY, DOCKER_SOURCES, DPKG_NAMES, NVIDIA_KEY, NVIDIA_SOURCES
 from plan.gateway import GatewayPlan, build_gateway_plan
-from plan.host import HostPlan, build_host_plan
+from plan.host import HostPlan, apt_plan, build_host_plan
 from plan.keys import resolve_api_key
-from plan.monitoring import ExportersPlan, MonitoringPlan, build_exporters_plan, build_monitoring_plan
+from plan.packages import PREREQUISITES
 from plan.schema import BY_NAME
 from plan.service import PlanError
 from plan.settings import InstanceSettings, Settings, SettingsError, load_instances, load_settings
@@ -100,71 +90,39 @@ def _refuse_cluster(settings: Settings) -> None:
                     "or remove vllm_cluster to serve the model on each host alone")
 
 
-def _operate(settings: Settings, device: str) -> tuple[MonitoringPlan | None, ExportersPlan | None]:
-    """The monitoring stack this host runs and what it exports, from its deployment's members."""
-    members = _deployment_members(settings)
-    return (build_monitoring_plan(settings, host.name, members),
-            build_exporters_plan(settings, host.name, members, device, settings.vllm_gateway))
+def _install_facts(settings: Settings, os_release: OsRelease | None) -> InstallFacts:
+    """What the apt sources and runtime install stages decide from; only the running runtime's part is asked."""
+    os_id = os_release.id if os_release else ""
+    docker = settings.vllm_runtime == "docker"
+    conda = settings.vllm_runtime == "conda"
+    return InstallFacts(
+        apt_files=host.get_fact(fact.TextFiles, paths=watched_paths(os_id)) if settings.apt_mirror or os_id else {},
+        docker_packages=host.get_fact(fact.DebPackageVersions, packages=DPKG_NAMES) if docker else {},
+        docker_files=host.get_fact(fact.TextFiles, paths=(DOCKER_SOURCES, NVIDIA_SOURCES)) if docker else {},
+        docker_hashes=host.get_fact(fact.FileHashes, paths=(DOCKER_KEY, NVIDIA_KEY)) if docker else {},
+        docker_daemon=host.get_fact(fact.DockerDaemonConfig) if docker else DaemonConfig(status="empty"),
+        conda=host.get_fact(fact.CondaState, prefix=settings.conda_prefix, env=settings.conda_env_prefix)
+        if conda else CondaState(),
+        conda_files=host.get_fact(fact.TextFiles, paths=(condarc_path(settings.conda_prefix),
+                                                         pip_conf_path(settings.conda_env_prefix))) if conda else {},
+        conda_packages=host.get_fact(fact.DebPackageVersions, packages=PREREQUISITES) if conda else {},
+    )
 
 
-def _facts_for_model(base: Any) -> Any:
-    """Facts seen from another model directory: its disk and its config.json."""
-    def view(model_dir: str) -> Any:
-        usage = host.get_fact(fact.DiskSpace, path=model_dir)
-        disks = dict(base.disks)
-        if usage is not None:
-            disks[model_dir] = usage
-        return replace(base, disks=disks, model_config=host.get_fact(fact.ModelConfig, path=model_dir))
-    return view
-
-
-def plan_apt_sources(mirror: str | None, os_release: Any) -> AptMirrorPlan:
-    """The apt sources stage from the host's source files: `mirror`, or None for the host's own sources."""
-    os_id = getattr(os_release, "id", "") or ""
+def plan_apt_sources(mirror: str | None, os_release: OsRelease | None) -> AptMirrorPlan:
+    """The apt sources stage on its own (e.g. the apt-only test deploy): the host's source files, then the plan."""
+    os_id = os_release.id if os_release else ""
     current = host.get_fact(fact.TextFiles, paths=watched_paths(os_id)) if mirror or os_id else {}
-    try:
-        return plan_apt_mirror(mirror, os_release, current)
-    except AptMirrorError as error:
-        raise PlanError(f"apt_mirror: {error}") from None
+    return apt_plan(mirror, os_release, current)
 
 
-def _docker_engine(settings: Settings, os_release: Any) -> DockerEnginePlan:
-    try:
-        return plan_docker_engine(
-            docker_ce_repo=settings.docker_ce_repo,
-            nvidia_container_repo=settings.nvidia_container_repo,
-            registry_mirrors=settings.docker_registry_mirrors,
-            os_release=os_release,
-            packages=host.get_fact(fact.DebPackageVersions, packages=DPKG_NAMES),
-            files=host.get_fact(fact.TextFiles, paths=(DOCKER_SOURCES, NVIDIA_SOURCES)),
-            hashes=host.get_fact(fact.FileHashes, paths=(DOCKER_KEY, NVIDIA_KEY)),
-            daemon=host.get_fact(fact.DockerDaemonConfig),
-        )
-    except DockerEngineError as error:
-        raise PlanError(str(error)) from None
-
-
-def _conda(plan: HostPlan) -> CondaPlan:
-    settings = plan.host_settings
-    return plan_conda(
-        settings,
-        plan.setup.install,
-        host.get_fact(fact.CondaState, prefix=settings.conda_prefix, env=settings.conda_env_prefix),
-        host.get_fact(fact.TextFiles, paths=(condarc_path(settings.conda_prefix),
-                                             pip_conf_path(settings.conda_env_prefix))),
-        host.get_fact(fact.DebPackageVersions, packages=PREREQUISITES),
-    )
-
-
-def _with_install_stages(plan: HostPlan) -> HostPlan:
-    """The apt sources and runtime install decisions, from the packages and files the host has now."""
-    settings = plan.host_settings
-    return replace(
-        plan,
-        apt=plan_apt_sources(settings.apt_mirror, plan.facts.os),
-        docker_engine=_docker_engine(settings, plan.facts.os) if plan.setup.runtime == "docker" else None,
-        conda=_conda(plan) if plan.setup.runtime == "conda" else None,
-    )
+def gather_facts(instances: tuple[InstanceSettings, ...]) -> HostFacts:
+    """Every fact the host plan needs, asked before it is computed: the host's, each model directory's and
+    the install stages'."""
+    settings = instances[0].settings
+    return gather_host_facts(host, model_dir=settings.model_dir, ports=[i.settings.vllm_port for i in instances],
+                             model_dirs=tuple(dict.fromkeys(i.settings.model_dir for i in instances)),
+                             install=_install_facts(settings, host.get_fact(fact.OsRelease)))
 
 
 def plan_for_current_host() -> HostPlan:
@@ -174,18 +132,14 @@ def plan_for_current_host() -> HostPlan:
         settings = instances[0].settings
         if settings.vllm_cluster:
             _refuse_cluster(settings)
-        facts = gather_host_facts(host, model_dir=settings.model_dir,
-                                  ports=[i.settings.vllm_port for i in instances])
+        facts = gather_facts(instances)
         statuses = host.get_fact(SystemdStatus)
         active = {unit for unit in [i.unit for i in instances] + ["nginx"] if statuses.get(f"{unit}.service")}
         try:
             api_key = resolve_api_key(settings)
         except (OSError, ValueError) as error:
             raise PlanError(f"vllm_api_key_file: {error}") from None
-        plan = build_host_plan(instances, facts, host.name, active_units=active, gateway=_gateway(settings),
-                               api_key=api_key, facts_for_model=_facts_for_model(facts))
-        monitoring, exporters = _operate(settings, plan.setup.device)
-        plan = replace(plan, monitoring=monitoring, exporters=exporters)
-        return _with_install_stages(plan)
+        return build_host_plan(instances, facts, host.name, active_units=active, gateway=_gateway(settings),
+                               api_key=api_key, members=_deployment_members(settings))
     except (SettingsError, PlanError) as error:
         raise DeployError(f"{host.name}: {error}") from None
