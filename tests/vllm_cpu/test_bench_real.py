@@ -49,13 +49,20 @@ TLS_NAME = "bench-gw.invalid"
 
 
 @dataclass(frozen=True)
-class LocalHost:
-    """What level_command reads of a HostPlan: a venv host whose Python is the controller's vLLM venv."""
+class LocalSetup:
+    """What level_command reads of a HostPlan's setup: a venv whose Python is the controller's vLLM venv."""
 
     python: str
-    key_header_file: str
     runtime: str = "venv"
     docker_image: str | None = None
+
+
+@dataclass(frozen=True)
+class LocalHost:
+    """What level_command reads of a HostPlan: its setup and the key header file."""
+
+    setup: LocalSetup
+    key_header_file: str
 
 
 def _bash(command: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -88,7 +95,7 @@ def sweep(server: TinyServer, tmp_path_factory: pytest.TempPathFactory) -> dict:
     header = tmp / "api-key.header"
     header.touch(mode=0o600)
     header.write_text(f"Authorization: Bearer {server.api_key}\n")
-    local = LocalHost(python=str(require_controller_python()), key_header_file=str(header))
+    local = LocalHost(LocalSetup(python=str(require_controller_python())), key_header_file=str(header))
     model = Path(ensure_tiny_model(require_controller_python()))
     target = Target(kind="instance", name="vllm", url=f"http://{NAME}:{server.port}", served_name=SERVED,
                     tokenizer=str(model), resolve=f"{NAME}:{server.port}:127.0.0.1")
@@ -204,7 +211,7 @@ def tls_runs(server: TinyServer, tmp_path_factory: pytest.TempPathFactory) -> di
     header = tmp / "api-key.header"
     header.touch(mode=0o600)
     header.write_text(f"Authorization: Bearer {server.api_key}\n")
-    local = LocalHost(python=str(require_controller_python()), key_header_file=str(header))
+    local = LocalHost(LocalSetup(python=str(require_controller_python())), key_header_file=str(header))
     proxy = TlsProxy(cert, key, server.port)
     runs = {}
     try:
