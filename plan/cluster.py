@@ -23,6 +23,7 @@ import sizing
 from facts.model import HostFacts, IbStat, InterfaceAddress, PciAcs, Route
 from plan.interconnect import InterconnectPlan, diagnose, path_verdict
 from plan.settings import Settings
+from plan.validators import Invalid, address
 from sizing.multinode import executor_for, internal_ports, node_launches
 
 LAUNCHER = "vllm_serve.py"  # remote/vllm_serve.py, installed under vllm_prefix
@@ -199,8 +200,18 @@ def clusters(members: Iterable[ClusterMember]) -> dict[str, list[ClusterMember]]
 
 
 def member_address(name: str, settings: Settings) -> str:
-    """How the other members reach a host: vllm_cluster_address, else vllm_advertise_address, else its name."""
-    return settings.vllm_cluster_address or settings.vllm_advertise_address or name
+    """How the other members reach a host: vllm_cluster_address, else vllm_advertise_address, else its inventory
+    name, which is then held to the address validator (it reaches commands and unit files): ClusterError if not."""
+    chosen = settings.vllm_cluster_address or settings.vllm_advertise_address
+    if chosen:
+        return chosen
+    try:
+        return address(name)
+    except Invalid:
+        raise ClusterError(settings.vllm_cluster or "?", [(
+            "vllm_cluster_address", f"the inventory name {name!r} is how the other members reach this host when "
+            "vllm_cluster_address is unset, and it is not a host name or IP address; set vllm_cluster_address")]
+        ) from None
 
 
 def route_target(members: Sequence[ClusterMember], member: str) -> str | None:
@@ -454,3 +465,42 @@ def _port_checks(ordered: Sequence[ClusterMember], settings: Settings, executor:
 def plan_clusters(members: Mapping[str, ClusterMember]) -> dict[str, ClusterPlan]:
     """Every cluster of a deployment, by name; ClusterError for the first that cannot be planned."""
     return {name: build_cluster_plan(group) for name, group in sorted(clusters(members.values()).items())}
+
+
+def probe_ports(ports: range) -> tuple[int, ...]:
+    """The ports of a range a reachability probe tries: its ends (a firewall opens a range or none of it)."""
+    return tuple(dict.fromkeys((ports.start, ports.stop - 1)))
+
+
+def member_service(service: Any, cluster: ClusterPlan, user_env: Mapping[str, str] | None = None) -> Any:
+    """A member's single-host service plan (plan.service.ServicePlan) made its cluster part: started through the
+    serve launcher with the node's arguments and network environment (`vllm_env`, `user_env`, still has the last
+    word), and marked with its role."""
+    from plan.service import ClusterRole
+
+    node = cluster.node(service.host)
+    role = ClusterRole(name=cluster.name, rank=node.rank, head=node.head, nnodes=cluster.nnodes,
+                       head_host=cluster.head, master=f"{cluster.master_addr}:{cluster.master_port}",
+                       listen_ports=tuple(sorted({port for check in cluster.ports if check.host == service.host
+                                                  and check.peers for port in check.ports})),
+                       reach=tuple((check.host, cluster.node(check.host).address, probe_ports(check.ports), check.why)
+                                   for check in cluster.ports if service.host in check.peers))
+    return replace(service, argv=cluster.argv(service.host, service.argv, service.prefix),
+                   env={**service.env, **node.env, **(user_env or {})}, cluster=role)
+
+
+def port_conflicts(cluster: ClusterPlan, host: str, facts: HostFacts, own_running: bool) -> list[str]:
+    """The cluster ports `host` must have free that another program holds (ours may hold them while running)."""
+    if own_running:
+        return []
+    problems = []
+    for check in cluster.ports:
+        if check.host != host or check.why == "the API port":  # the API port: the single-host preflight's
+            continue
+        taken = [port for port in check.ports if facts.port_in_use(port)]
+        if taken:
+            problems.append(f"vllm_cluster_master_port: {', '.join(map(str, taken))} on {host} ({check.why}) "
+                            f"already in use by another program; choose another vllm_cluster_master_port (vLLM "
+                            f"takes it and the {len(internal_ports(cluster.master_port))} ports above it) or stop "
+                            "that program")
+    return problems

@@ -16,6 +16,7 @@ from typing import Any
 
 from facts.model import HostFacts, InstallFacts, OsRelease
 from plan.apt_mirror import AptMirrorError, AptMirrorPlan, plan_apt_mirror
+from plan.cluster import ClusterPlan, member_service, port_conflicts
 from plan.conda import CondaPlan, plan_conda
 from plan.docker_engine import DockerEngineError, DockerEnginePlan, plan_docker_engine
 from plan.driver import DriverPlan
@@ -217,14 +218,16 @@ def _docker_engine(settings: Settings, facts: HostFacts, install: InstallFacts) 
 
 def build_host_plan(instances: tuple[InstanceSettings, ...], facts: HostFacts, host: str,
                     active_units: set[str] | None = None, gateway: GatewayPlan | None = None,
-                    api_key: str | None = None, members: Sequence[Member] | None = None) -> HostPlan:
+                    api_key: str | None = None, members: Sequence[Member] | None = None,
+                    cluster: ClusterPlan | None = None) -> HostPlan:
     """Plan every instance of the host, check how they share it, and attach the stages it runs: one pure call.
 
     `active_units` names the running units among this host's instances (and "nginx" when it runs).
     Each instance sees the facts of its own model directory (`facts.for_model`). `members` are the
     deployment's hosts with their settings, for the monitoring stack and this host's exporters (none
     planned when not given). The apt sources and runtime install stages are planned from
-    `facts.install` (none when it was not gathered). The host-level checks (GPUs, driver) run once.
+    `facts.install` (none when it was not gathered). The host-level checks (GPUs, driver) run once. `cluster`:
+    this host is a member of that multi-node instance (its one instance is sized for all the nodes).
     """
     active = active_units or set()
     host_settings = instances[0].settings
@@ -240,12 +243,23 @@ def build_host_plan(instances: tuple[InstanceSettings, ...], facts: HostFacts, h
     checks = host_checks(host_settings, facts, device)
     plans = [build_plan(i.settings, facts.for_model(i.settings.model_dir), host, service_active=i.unit in active,
                         name=i.name, unit=i.unit, gpus=i.gpus, listen_host=listen, key_files=key_files,
-                        checks=checks) for i in instances]
+                        checks=checks, nodes=cluster.nnodes if cluster else 1) for i in instances]
+    if cluster is not None and cluster.executor != "mp":
+        raise PlanError(f"vllm_version: {host_settings.vllm_version} predates vLLM's own multi-node executor "
+                        "(0.11.1); deploying a Ray cluster is not supported: use vllm_version 0.11.1 or later, or "
+                        "start the Ray cluster the plan above shows by hand")
+    if cluster is not None:
+        conflicts = port_conflicts(cluster, host, facts, instances[0].unit in active)
+        if conflicts:
+            raise PlanError("\n".join(conflicts))
+        plans = [member_service(plan, cluster, host_settings.vllm_env) for plan in plans]
     _check_models(plans)
     explicit = {i.name for i in instances if i.settings.vllm_gpu_memory_utilization is not None}
     plans = _shared_gpu_order(plans, explicit, facts, active)
     setup = HostSetup.of(plans[0])
-    watchdog = build_watchdog_plan(host_settings, tuple(plans), KEY_HEADER_FILE if key else None)
+    # A follower has no API to probe: the head's watchdog sees the whole cluster through it.
+    watchdog = build_watchdog_plan(host_settings, tuple(p for p in plans if not p.headless),
+                                   KEY_HEADER_FILE if key else None)
     monitoring = exporters = None
     if members is not None:
         monitoring = build_monitoring_plan(host_settings, host, members)

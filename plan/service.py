@@ -24,6 +24,7 @@ from sizing.catalog import CatalogError, find_gpu, in_catalog, sized_from_hub
 ENTRYPOINT = ("-m", "vllm.entrypoints.openai.api_server")
 CONTAINER_MODEL_DIR = "/models"
 UNIT_NAME = "vllm"
+FOLLOWER_STOP_TIMEOUT = 15
 CONFIG_DIR = "/etc/vllm"
 GIB = 1 << 30
 CHAT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "chat"
@@ -61,6 +62,27 @@ class ModelPlan:
     hf_endpoint: str | None
     host_dir: str
     weight_bytes: int | None
+
+
+@dataclass(frozen=True)
+class ClusterRole:
+    """An instance's part in a multi-node instance (plan/cluster.py): the follower runs vLLM headless (no API,
+    no health endpoint), the head serves the API once every follower has joined."""
+
+    name: str
+    rank: int
+    head: bool
+    nnodes: int
+    head_host: str
+    master: str  # address:port of the rendezvous
+    # The reachability probe before a start: the ports this member listens on, and per peer check
+    # (peer host, its address, the ports tried, why they matter) the ones it connects to.
+    listen_ports: tuple[int, ...] = ()
+    reach: tuple[tuple[str, str, tuple[int, ...], str], ...] = ()
+
+    @property
+    def role(self) -> str:
+        return "head" if self.head else "follower"
 
 
 @dataclass(frozen=True)
@@ -104,11 +126,19 @@ class ServicePlan:
     tasks_max: int | None = None
     shm_size_gib: int = 1
     recipe: Recipe | None = None
+    cluster: ClusterRole | None = None
+
+    @property
+    def headless(self) -> bool:
+        """A cluster follower: no API server, so no health wait, verify completion, gateway backend or watchdog."""
+        return self.cluster is not None and not self.cluster.head
 
     @property
     def stop_timeout(self) -> int:
-        """systemd's stop deadline: the drain time plus room to exit."""
-        return self.shutdown_timeout + 30
+        """systemd's stop deadline: the drain time plus room to exit. A follower drains nothing (requests live on
+        the head), and its worker outlives a killed main process until this deadline, holding the broken engine:
+        it gets the room to exit only."""
+        return FOLLOWER_STOP_TIMEOUT if self.headless else self.shutdown_timeout + 30
 
     @property
     def start_timeout(self) -> int:
@@ -423,6 +453,11 @@ def _service_env(settings: Settings, plan_device: str, state_dir: str, fit: Any,
         # One process less and vLLM's internal ports on loopback: what made the CPU build start reliably.
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         env["VLLM_HOST_IP"] = "127.0.0.1"
+        if "--enforce-eager" in fit.vllm_args and (fit.tensor_parallel_size or 1) > 1:
+            # Eager still compiles one helper under tensor parallel (VocabParallelEmbedding's masked input,
+            # torch.compile with the CPU's inductor backend), which needs a C++ compiler the server may lack:
+            # "InvalidCxxCompiler" on the first completion. Eager means no compiling: turn TorchDynamo off.
+            env["TORCHDYNAMO_DISABLE"] = "1"
     elif interconnect is not None:
         # NCCL_P2P_DISABLE only where NCCL's P2P would hang (GeForce PCIe P2P, vllm #14449; ACS redirect).
         env.update(interconnect.env)
@@ -448,12 +483,13 @@ def facts_for_gpus(facts: HostFacts, gpus: tuple[int, ...] | None, where: str = 
 def build_plan(settings: Settings, facts: HostFacts, host: str, service_active: bool = False, *,
                name: str = UNIT_NAME, unit: str = UNIT_NAME, gpus: tuple[int, ...] | None = None,
                listen_host: str | None = None, key_files: tuple[str, str] | None = None,
-               checks: HostChecks | None = None) -> ServicePlan:
+               checks: HostChecks | None = None, nodes: int = 1) -> ServicePlan:
     """Compute the plan of one instance on one host, or raise PlanError with reasons.
 
     `gpus` limits the instance to those GPUs, `listen_host` overrides vllm_host (loopback behind a
     gateway on the same host), `key_files` are the (env, header) files that hold the API key, `checks`
-    the host's GPUs and driver plan when the host plan computed them once for all its instances.
+    the host's GPUs and driver plan when the host plan computed them once for all its instances. `nodes` > 1:
+    this host is one of that many cluster members serving the model together (sized as `sizing fit --nodes`).
     """
     where = "vllm_instances" if name == UNIT_NAME else f"vllm_instances ({name})"
     device = resolve_device(settings, facts)
@@ -464,7 +500,8 @@ def build_plan(settings: Settings, facts: HostFacts, host: str, service_active: 
     model = resolve_model_spec(settings, facts)
     try:
         sizing.check_extra_args(list(settings.vllm_extra_args), settings.vllm_version)
-        fit = sizing.fit(_fit_request(settings, facts, device, model, checks))
+        request = _fit_request(settings, facts, device, model, checks)
+        fit = sizing.fit(replace(request, nodes=nodes) if nodes > 1 else request)
     except sizing.SizingError as error:
         field_name = getattr(error, "field", None)
         prefix = f"vllm_{field_name}: " if field_name and not str(field_name).startswith("vllm_") else ""
@@ -474,7 +511,8 @@ def build_plan(settings: Settings, facts: HostFacts, host: str, service_active: 
         raise PlanError("\n".join([f"{settings.model} does not fit on {host} ({fit.outcome}):"]
                                   + [f"  {r}" for r in fit.reasons] + ways_out))
     sized = fit.to_dict()
-    world_size = (sized.get("tensor_parallel_size") or 1) * (sized.get("pipeline_parallel_size") or 1)
+    # The ranks on this host: a cluster member holds its share of the world.
+    world_size = (sized.get("tensor_parallel_size") or 1) * (sized.get("pipeline_parallel_size") or 1) // nodes
     checked = preflight(settings, facts, device, settings.vllm_runtime, [settings.vllm_port],
                         own_ports=[settings.vllm_port] if service_active else [],
                         world_size=world_size,

@@ -24,6 +24,7 @@ from plan.cluster import (
     member_address,
     route_target,
 )
+from plan.service import PlanError
 from plan.settings import SettingsError, load_instances, load_settings
 from sizing.multinode import internal_ports
 from tests.fakehosts import PROFILES_DIR
@@ -262,3 +263,60 @@ def test_settings_refuse_several_instances_on_a_member_and_a_head_outside_a_clus
 
 def test_the_launcher_the_plan_names_exists() -> None:
     assert (Path(__file__).resolve().parents[2] / "remote" / LAUNCHER).is_file()
+
+
+def _member_plan(cluster: Any, name: str, data: dict[str, Any], host_facts: HostFacts,
+                 active: set[str] | None = None) -> Any:
+    from plan.host import build_host_plan
+
+    return build_host_plan(load_instances(data), host_facts, name, active_units=active, cluster=cluster,
+                           api_key="sk-plan-only-0123456789")
+
+
+def test_a_member_host_plan_is_its_cluster_part_sized_for_every_node() -> None:
+    pair = r1_pair()
+    cluster = build_cluster_plan(pair)
+    a100 = facts("a100sxm-x8-ubuntu2204")
+    for m in pair:
+        data = {**R1, "vllm_version": "0.32.0", "vllm_cluster_head": m.settings.vllm_cluster_head,
+                "vllm_cluster_address": m.address}
+        plan = _member_plan(cluster, m.name, data, a100)
+        service = plan.first
+        node = cluster.node(m.name)
+        assert service.cluster is not None and service.cluster.rank == node.rank
+        assert service.headless == (not node.head)
+        assert service.argv[1].endswith(f"/{LAUNCHER}") and service.argv[-len(node.serve_args):] == node.serve_args
+        # The one-host fit would refuse R1 on 8 GPUs: the member is sized for both nodes, TP 8 x PP 2.
+        assert service.sizing["tensor_parallel_size"] * service.sizing["pipeline_parallel_size"] == 16
+        assert {k: service.env[k] for k in node.env} == node.env
+        # A follower has no API: no watchdog probes it; the head's watches the whole engine.
+        assert (plan.watchdog is None) == service.headless
+
+
+def test_a_cluster_port_held_by_another_program_is_refused_unless_ours_runs() -> None:
+    pair = r1_pair()
+    cluster = build_cluster_plan(pair)
+    a100 = facts("a100sxm-x8-ubuntu2204")
+    taken = internal_ports(29500).start + 3
+    listening = p.parse_ss_listening(f"LISTEN 0 128 0.0.0.0:{taken} 0.0.0.0:*\n")
+    busy = replace(a100, listening=listening)
+    data = {**R1, "vllm_cluster_address": "10.10.0.12"}
+    with pytest.raises(PlanError, match=rf"vllm_cluster_master_port: {taken} on gpu-b \(vLLM's own ports"):
+        _member_plan(cluster, "gpu-b", data, busy)
+    assert _member_plan(cluster, "gpu-b", data, busy, active={"vllm"}).first.headless
+
+
+def test_a_ray_cluster_is_planned_but_not_deployed() -> None:
+    cluster = build_cluster_plan(r1_pair("0.10.2"))
+    assert cluster.executor == "ray"
+    data = {**R1, "vllm_version": "0.10.2", "vllm_cluster_head": True, "vllm_cluster_address": "10.10.0.11"}
+    with pytest.raises(PlanError, match="vllm_version: 0.10.2 predates vLLM's own multi-node executor"):
+        _member_plan(cluster, "gpu-a", data, facts("a100sxm-x8-ubuntu2204"))
+
+
+def test_an_inventory_name_that_is_no_address_is_refused_naming_the_setting() -> None:
+    settings = load_settings({**R1, "vllm_cluster_head": True})
+    with pytest.raises(ClusterError) as raised:
+        member_address("gpu a;reboot", settings)
+    assert raised.value.problems[0][0] == "vllm_cluster_address"
+    assert member_address("gpu-a.example", settings) == "gpu-a.example"
