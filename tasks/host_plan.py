@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 from typing import Any
 
 from pyinfra import host, logger, state
 from pyinfra.api.connectors import get_all_connectors
 from pyinfra.api.exceptions import DeployError
+from pyinfra.api.host import Host
 from pyinfra.facts.systemd import SystemdStatus
 
 from facts import host as fact
 from facts.gather import gather_host_facts
 from facts.model import CondaState, DaemonConfig, HostFacts, InstallFacts, OsRelease
 from plan.apt_mirror import AptMirrorPlan, watched_paths
-from plan.cluster import ClusterError, ClusterMember, build_cluster_plan, member_address
+from plan.cluster import (
+    ClusterError,
+    ClusterMember,
+    ClusterPlan,
+    NetworkFacts,
+    build_cluster_plan,
+    member_address,
+    route_target,
+)
 from plan.conda import condarc_path, pip_conf_path
 from plan.docker_engine import DOCKER_KEY, DOCKER_SOURCES, DPKG_NAMES, NVIDIA_KEY, NVIDIA_SOURCES
 from plan.gateway import GatewayPlan, build_gateway_plan
@@ -53,7 +63,10 @@ def _deployment_members(settings: Settings) -> list[tuple[str, Settings, tuple[I
             raise PlanError(f"gateway: host {other.name} of deployment '{settings.vllm_deployment}' has invalid "
                             f"settings:\n{error}") from None
         if instances[0].settings.vllm_deployment == settings.vllm_deployment:
-            members.append((other.name, instances[0].settings, instances))
+            first = instances[0].settings
+            # A cluster follower serves nothing itself: its head is the deployment's upstream and scrape target.
+            follower = bool(first.vllm_cluster) and not first.vllm_cluster_head
+            members.append((other.name, first, () if follower else instances))
     return members
 
 
@@ -68,44 +81,88 @@ def _gateway(settings: Settings) -> GatewayPlan | None:
     return build_gateway_plan(settings, host.name, members)
 
 
-def _refuse_cluster(settings: Settings) -> None:
-    """A `vllm_cluster` member: plan the cluster from every member's settings (every refusal named at once),
-    print it, and stop before any change: the stages that bring a cluster up are not built yet."""
-    members = []
+# One plan per cluster and one set of facts per host for the whole run: every member's deploy needs the plan,
+# and the plan needs every member's facts (deploy.py runs once per host, in one process).
+_CLUSTERS: dict[str, ClusterPlan | PlanError] = {}
+_FACTS: dict[str, HostFacts] = {}
+
+
+def _cluster_plan(settings: Settings) -> ClusterPlan:
+    """The plan of this host's cluster from every member's settings and facts, each refusal named at once:
+    settings first (nothing is asked of a host whose cluster cannot be planned), then the facts."""
+    name = settings.vllm_cluster or ""
+    if name not in _CLUSTERS:
+        try:
+            _CLUSTERS[name] = _plan_cluster(name)
+        except PlanError as error:
+            _CLUSTERS[name] = error
+    planned = _CLUSTERS[name]
+    if isinstance(planned, PlanError):
+        raise planned
+    return planned
+
+
+def _plan_cluster(name: str) -> ClusterPlan:
+    found = []
     for other in state.inventory:
         data = other.data.dict()
-        if data.get("vllm_cluster") != settings.vllm_cluster:
+        if data.get("vllm_cluster") != name:
             continue
-        instances = load_instances(data, pyinfra_data_keys())
-        member = instances[0].settings
-        members.append(ClusterMember(other.name, member, None, member_address(other.name, member),
-                                     instances=len(instances)))
+        try:
+            instances = load_instances(data, pyinfra_data_keys())
+        except SettingsError as error:
+            raise PlanError(f"vllm_cluster: member {other.name} of cluster {name!r} has invalid settings:\n"
+                            f"{error}") from None
+        found.append((other, instances))
+    problems: list[tuple[str, str]] = []
+    members = []
+    for other, instances in found:
+        try:
+            reached = member_address(other.name, instances[0].settings)
+        except ClusterError as error:
+            problems += [(f, f"{other.name}: {m}") for f, m in error.problems]
+            reached = other.name
+        members.append(ClusterMember(other.name, instances[0].settings, None, reached, instances=len(instances)))
     try:
-        plan = build_cluster_plan(members)
+        build_cluster_plan(members)  # the settings alone: refused here, no member is asked anything
+    except ClusterError as error:
+        problems += error.problems
+    if problems:
+        raise PlanError(str(ClusterError(name, problems)))
+    try:
+        gathered = []
+        for (other, instances), member in zip(found, members, strict=True):
+            facts = gather_facts(instances, other)
+            peer = route_target(members, other.name)
+            gpus = bool(facts.gpus)
+            network = NetworkFacts(route=other.get_fact(fact.RouteTo, address=peer) if peer else None,
+                                   addresses=other.get_fact(fact.InterfaceAddresses),
+                                   ibstat=other.get_fact(fact.IbStat) if gpus else None,
+                                   acs=other.get_fact(fact.PciAcs) if gpus else None)
+            gathered.append(replace(member, facts=facts, network=network))
+        plan = build_cluster_plan(gathered)
     except ClusterError as error:
         raise PlanError(str(error)) from None
     logger.info(plan.summary())
-    raise PlanError(f"vllm_cluster: cluster {settings.vllm_cluster!r} is planned above, but deploying a multi-node "
-                    "instance is not built yet; nothing was changed. Size it with `python -m sizing fit --nodes N`, "
-                    "or remove vllm_cluster to serve the model on each host alone")
+    return plan
 
 
-def _install_facts(settings: Settings, os_release: OsRelease | None) -> InstallFacts:
+def _install_facts(settings: Settings, os_release: OsRelease | None, target: Host) -> InstallFacts:
     """What the apt sources and runtime install stages decide from; only the running runtime's part is asked."""
     os_id = os_release.id if os_release else ""
     docker = settings.vllm_runtime == "docker"
     conda = settings.vllm_runtime == "conda"
     return InstallFacts(
-        apt_files=host.get_fact(fact.TextFiles, paths=watched_paths(os_id)) if settings.apt_mirror or os_id else {},
-        docker_packages=host.get_fact(fact.DebPackageVersions, packages=DPKG_NAMES) if docker else {},
-        docker_files=host.get_fact(fact.TextFiles, paths=(DOCKER_SOURCES, NVIDIA_SOURCES)) if docker else {},
-        docker_hashes=host.get_fact(fact.FileHashes, paths=(DOCKER_KEY, NVIDIA_KEY)) if docker else {},
-        docker_daemon=host.get_fact(fact.DockerDaemonConfig) if docker else DaemonConfig(status="empty"),
-        conda=host.get_fact(fact.CondaState, prefix=settings.conda_prefix, env=settings.conda_env_prefix)
+        apt_files=target.get_fact(fact.TextFiles, paths=watched_paths(os_id)) if settings.apt_mirror or os_id else {},
+        docker_packages=target.get_fact(fact.DebPackageVersions, packages=DPKG_NAMES) if docker else {},
+        docker_files=target.get_fact(fact.TextFiles, paths=(DOCKER_SOURCES, NVIDIA_SOURCES)) if docker else {},
+        docker_hashes=target.get_fact(fact.FileHashes, paths=(DOCKER_KEY, NVIDIA_KEY)) if docker else {},
+        docker_daemon=target.get_fact(fact.DockerDaemonConfig) if docker else DaemonConfig(status="empty"),
+        conda=target.get_fact(fact.CondaState, prefix=settings.conda_prefix, env=settings.conda_env_prefix)
         if conda else CondaState(),
-        conda_files=host.get_fact(fact.TextFiles, paths=(condarc_path(settings.conda_prefix),
+        conda_files=target.get_fact(fact.TextFiles, paths=(condarc_path(settings.conda_prefix),
                                                          pip_conf_path(settings.conda_env_prefix))) if conda else {},
-        conda_packages=host.get_fact(fact.DebPackageVersions, packages=PREREQUISITES) if conda else {},
+        conda_packages=target.get_fact(fact.DebPackageVersions, packages=PREREQUISITES) if conda else {},
     )
 
 
@@ -116,13 +173,17 @@ def plan_apt_sources(mirror: str | None, os_release: OsRelease | None) -> AptMir
     return apt_plan(mirror, os_release, current)
 
 
-def gather_facts(instances: tuple[InstanceSettings, ...]) -> HostFacts:
+def gather_facts(instances: tuple[InstanceSettings, ...], target: Host | None = None) -> HostFacts:
     """Every fact the host plan needs, asked before it is computed: the host's, each model directory's and
-    the install stages'."""
-    settings = instances[0].settings
-    return gather_host_facts(host, model_dir=settings.model_dir, ports=[i.settings.vllm_port for i in instances],
-                             model_dirs=tuple(dict.fromkeys(i.settings.model_dir for i in instances)),
-                             install=_install_facts(settings, host.get_fact(fact.OsRelease)))
+    the install stages'. `target`: another inventory host (a cluster member); once per host and run."""
+    target = target or host
+    if target.name not in _FACTS:
+        settings = instances[0].settings
+        _FACTS[target.name] = gather_host_facts(
+            target, model_dir=settings.model_dir, ports=[i.settings.vllm_port for i in instances],
+            model_dirs=tuple(dict.fromkeys(i.settings.model_dir for i in instances)),
+            install=_install_facts(settings, target.get_fact(fact.OsRelease), target))
+    return _FACTS[target.name]
 
 
 def plan_for_current_host() -> HostPlan:
@@ -130,8 +191,7 @@ def plan_for_current_host() -> HostPlan:
     try:
         instances = load_instances(host.data.dict(), pyinfra_data_keys())
         settings = instances[0].settings
-        if settings.vllm_cluster:
-            _refuse_cluster(settings)
+        cluster = _cluster_plan(settings) if settings.vllm_cluster else None
         facts = gather_facts(instances)
         statuses = host.get_fact(SystemdStatus)
         active = {unit for unit in [i.unit for i in instances] + ["nginx"] if statuses.get(f"{unit}.service")}
@@ -140,6 +200,6 @@ def plan_for_current_host() -> HostPlan:
         except (OSError, ValueError) as error:
             raise PlanError(f"vllm_api_key_file: {error}") from None
         return build_host_plan(instances, facts, host.name, active_units=active, gateway=_gateway(settings),
-                               api_key=api_key, members=_deployment_members(settings))
+                               api_key=api_key, members=_deployment_members(settings), cluster=cluster)
     except (SettingsError, PlanError) as error:
         raise DeployError(f"{host.name}: {error}") from None

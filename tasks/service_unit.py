@@ -18,6 +18,7 @@ from pyinfra.operations import files, python, systemd
 
 from plan.host import HostPlan
 from plan.service import ServicePlan
+from tasks.cluster import cluster_member, launcher
 from tasks.secret_files import secret_file
 from tasks.verify import restart_and_verify
 
@@ -100,11 +101,18 @@ def service_instances(plan: HostPlan, restart_all: list[OperationMeta],
     starts = []
     for instance in plan.instances:
         changes, unit = _instance_files(instance)
+        if instance.cluster is not None:
+            changes.append(launcher(instance))
         changes += restart_all + (restart_model or {}).get(instance.model.host_dir, [])
         systemd.daemon_reload(name=f"{instance.unit}: systemd daemon-reload", _if=unit.did_change)
         systemd.service(name=f"{instance.unit}.service enabled at boot", service=f"{instance.unit}.service",
                         running=None, enabled=True)
         is_running = bool(running.get(f"{instance.unit}.service"))
+        if instance.cluster is not None:
+            start = cluster_member(instance, changes, is_running)
+            if start is not None:
+                starts.append(start)
+            continue
         # Serial: across the whole deployment one instance at a time is down, so the gateway always
         # has the others of its model (two hosts restarting in parallel could leave none).
         start = python.call(

@@ -42,7 +42,7 @@ def _run(command: str) -> tuple[bool, str]:
     return ok, "\n".join(output.stdout_lines)
 
 
-def _unit_state(unit: str) -> dict[str, str]:
+def unit_state(unit: str) -> dict[str, str]:
     """systemd's view of the unit, with Jobs = how many start/stop/restart jobs are still queued for it."""
     service = sh(f"{unit}.service")
     _, text = _run(f"systemctl show -p ActiveState,SubState,NRestarts,Result {service}; "
@@ -80,12 +80,12 @@ def wait_until_serving(plan: ServicePlan) -> None:
     """Poll until /v1/models answers, then check it and a one-token completion."""
     start = time.monotonic()
     last_report = 0.0
-    restarts_at_start = _unit_state(plan.unit).get("NRestarts", "0")
+    restarts_at_start = unit_state(plan.unit).get("NRestarts", "0")
     while True:
         elapsed = time.monotonic() - start
         # A restart is queued (--no-block) before this runs: until its job is done and the unit is
         # active (its ExecStartPost waited for /health), the answers may still come from the old process.
-        state = _unit_state(plan.unit)
+        state = unit_state(plan.unit)
         code, body = "-", ""
         if state.get("Jobs", "0").strip() == "0" and state.get("ActiveState") == "active":
             code, body = _http(plan, "/v1/models")
@@ -180,8 +180,20 @@ def restart_and_verify(plan: ServicePlan) -> None:
     wait_until_serving(plan)
 
 
+def check_follower(plan: ServicePlan) -> None:
+    """A cluster follower has no API: its unit runs (the head's verify shows that it joined)."""
+    state = unit_state(plan.unit)
+    if state.get("ActiveState") != "active":
+        _fail(plan, f"{plan.unit}.service (cluster {plan.cluster.name if plan.cluster else '?'} follower) is "
+                    f"{state.get('ActiveState')}/{state.get('SubState')}")
+    logger.info(f"[{host.name}] {plan.unit}.service runs headless (cluster follower, {state.get('NRestarts')} "
+                "restarts); the head serves the model")
+
+
 def verify_instance(plan: ServicePlan) -> OperationMeta:
     """Check the instance as it runs, changing nothing (verify.py)."""
+    if plan.headless:
+        return python.call(name=f"{plan.unit}: cluster follower runs", function=check_follower, plan=plan)
     return python.call(
         name=f"{plan.unit}: verify '{plan.served_name}' on port {plan.port}",
         function=wait_until_serving,
