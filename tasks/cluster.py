@@ -116,14 +116,14 @@ def _probe_connect(plan: ServicePlan) -> None:
     problems = []
     for peer, address, ports, why in plan.cluster.reach:
         code = PROBE_SOURCE.read_text()
-        for attempt in range(5):  # the peer's listener may still be starting
+        for _ in range(4):  # the peer's listener may still be binding (python starting)
             _, output = remote.run(f"{sh_join([plan.python, '-c', code, 'connect', address, *map(str, ports)])} "
                                    "2>&1; true")
             results = dict(line.split(" ", 1) for line in output.stdout_lines if " " in line)
             failed = {port: reason for port, reason in results.items() if reason != "ok"}
             if results and not failed:
                 break
-            gevent.sleep(1 + attempt)
+            gevent.sleep(1)
         else:
             shown = ", ".join(f"{port}: {reason}" for port, reason in failed.items()) or "no answer"
             problems.append(f"{peer} ({address}) port(s) {shown} -- {why}")

@@ -138,6 +138,8 @@ def _deploy_cluster(tmp: Path, installed: dict[str, str], running: bool = False,
     for name, service in services.items():
         responses = {commands.installed_vllm(service.python): installed[name], **_network_responses(name),
                      **serving_responses(service)}
+        for _peer_host, address, ports, _why in service.cluster.reach:  # the port probe: every peer's listener answers
+            responses[f"connect {address} {' '.join(map(str, ports))}"] = [f"{port} ok" for port in ports]
         if running:  # pyinfra's SystemdStatus fact: `systemctl show --all --property Id --property SubState '*'`
             responses["--property SubState"] = [f"Id={service.unit}.service", "SubState=running"]
         hosts[name] = {**_settings(tmp, name), "fake_responses": responses}
@@ -197,16 +199,18 @@ def test_two_a100_servers_deploy_deepseek_r1_as_one_engine(tmp_path: Path, runni
         assert f"NCCL_IB_HCA={hca}" in env and not any(line.startswith("NCCL_IB_DISABLE") for line in env)
         assert f"VLLM_PORT={node.env['VLLM_PORT']}" in env
 
-    # Each member restarts once; only a running head is stopped first (followers restart under no head).
-    head_commands = (out / HEAD / "commands.txt").read_text().splitlines()
-    head_restarts = _lines_for(out / HEAD / "commands.txt", head.unit, "restart")
-    head_stops = _lines_for(out / HEAD / "commands.txt", head.unit, "stop")
-    assert len(head_restarts) == 1 and "--no-block" in head_restarts[0], head_restarts
-    assert len(head_stops) == (1 if running else 0), head_stops
-    if running:
-        assert head_commands.index(head_stops[0]) < head_commands.index(head_restarts[0])
-    assert len(_lines_for(out / FOLLOWER / "commands.txt", head.unit, "restart")) == 1
-    assert _lines_for(out / FOLLOWER / "commands.txt", head.unit, "stop") == []
+    # Each member starts once; running members are stopped first, and the ports are probed between the two.
+    for name in (HEAD, FOLLOWER):
+        lines = (out / name / "commands.txt").read_text().splitlines()
+        starts = _lines_for(out / name / "commands.txt", head.unit, "restart")
+        stops = _lines_for(out / name / "commands.txt", head.unit, "stop")
+        assert len(starts) == 1 and ("--no-block" in starts[0]) == (name == HEAD), starts
+        assert len(stops) == (1 if running else 0), stops
+        listen = [i for i, line in enumerate(lines) if "systemd-run" in line and " listen " in line]
+        connect = [i for i, line in enumerate(lines) if " connect " in line]
+        assert len(listen) == 1 and connect and listen[0] < min(connect) and max(connect) < lines.index(starts[0])
+        if running:
+            assert lines.index(stops[0]) < listen[0]
 
 
 def test_members_running_different_vllm_are_not_restarted_anywhere(tmp_path: Path) -> None:
@@ -221,3 +225,25 @@ def test_members_running_different_vllm_are_not_restarted_anywhere(tmp_path: Pat
         commands_txt = out / name / "commands.txt"
         assert _lines_for(commands_txt, unit, "restart") == [], name
         assert _lines_for(commands_txt, unit, "stop") == [], name
+
+
+def test_a_port_the_follower_cannot_reach_stops_the_start_everywhere_naming_it(tmp_path: Path) -> None:
+    """The probe between the members fails (a firewall on the head): no member starts, the port is named."""
+    cluster, services = _plan(tmp_path)
+    blocked = cluster.master_port
+    hosts = {}
+    for name, service in services.items():
+        responses = {commands.installed_vllm(service.python): VLLM, **_network_responses(name),
+                     **serving_responses(service)}
+        for _peer_host, address, ports, _why in service.cluster.reach:
+            responses[f"connect {address} {' '.join(map(str, ports))}"] = [
+                f"{port} {'Connection refused' if port == blocked and name == FOLLOWER else 'ok'}" for port in ports]
+        hosts[name] = {**_settings(tmp_path, name), "fake_responses": responses}
+    proc, out = _run(tmp_path, A100, hosts)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert (f"cluster r1: @fake/{FOLLOWER} cannot reach its peers' ports" in output
+            and f"@fake/{HEAD} ({ADDRESSES[HEAD]}) port(s) {blocked}: Connection refused -- the master port"
+            in output), output[-4000:]
+    for name in (HEAD, FOLLOWER):
+        assert _lines_for(out / name / "commands.txt", services[name].unit, "restart") == [], name
