@@ -1,5 +1,6 @@
-"""Two lab hosts deployed once for every "operate" test (tests run in file order: bench, monitoring,
-watchdog; the watchdog's frozen engine comes last).
+"""Two lab hosts deployed once for every "operate" test. The files run in the order their numbers give:
+bench, monitoring, the watchdog (its frozen engine), then the cluster, which turns the same two hosts (their
+vLLM and model already installed) into one multi-node instance.
 
 Host A runs the gateway, Prometheus and Alertmanager (`vllm_monitoring`) and two instances of the
 tiny model; instance "a" runs vLLM's engine core in its own process (VLLM_ENABLE_V1_MULTIPROCESSING=1,
