@@ -39,7 +39,7 @@ from bench.report import Slo, folder_name, level_from_result, write_report
 from plan.host import HostPlan
 from plan.settings import Settings, SettingsError, load_instances
 from tasks import remote
-from tasks.host_plan import plan_for_current_host, pyinfra_data_keys
+from tasks.planning import plan_for_current_host, pyinfra_data_keys
 
 
 def _inventory_argument() -> str:

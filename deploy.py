@@ -13,13 +13,13 @@ from pyinfra import logger
 
 from tasks.apt_mirror import apt_sources
 from tasks.gateway import gateway
-from tasks.host_plan import plan_for_current_host
 from tasks.install_conda import install_conda
 from tasks.install_docker import install_docker
 from tasks.install_venv import install_venv
 from tasks.model_files import model_files
 from tasks.monitoring import monitoring
 from tasks.nvidia_driver import nvidia_driver
+from tasks.planning import plan_for_current_host
 from tasks.service_unit import api_key_files, service_instances
 from tasks.watchdog import watchdog
 

@@ -6,7 +6,7 @@ and checks the gateway as a client would.
 """
 
 from tasks.gateway import verify_gateway
-from tasks.host_plan import plan_for_current_host
+from tasks.planning import plan_for_current_host
 from tasks.verify import verify_instance
 
 plan = plan_for_current_host()

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from facts import commands
-from facts import host as fact
+from facts import pyinfra_facts as fact
 from facts.model import DiskUsage, HostFacts, InstallFacts
 
 

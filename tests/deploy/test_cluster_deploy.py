@@ -20,7 +20,7 @@ import pytest
 from pyinfra.context import ctx_host, ctx_state
 
 from facts import commands
-from facts import host as fact
+from facts import pyinfra_facts as fact
 from facts.gather import gather_host_facts
 from facts.parsers import parse_ibstat, parse_ip_route_get
 from plan.cluster import LAUNCHER, ClusterMember, ClusterPlan, NetworkFacts, build_cluster_plan

@@ -6,8 +6,8 @@ apt, and it is the first thing every runtime's install stage runs.
 
 from pyinfra import host
 
-from facts import host as fact
+from facts import pyinfra_facts as fact
 from tasks.apt_mirror import apt_mirror
-from tasks.host_plan import plan_apt_sources, settings_of
+from tasks.planning import plan_apt_sources, settings_of
 
 apt_mirror(plan_apt_sources(settings_of(host.data.dict()).apt_mirror, host.get_fact(fact.OsRelease)))

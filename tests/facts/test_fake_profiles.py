@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from facts import commands
-from facts import host as fact
+from facts import pyinfra_facts as fact
 from facts.gather import gather_host_facts
 from facts.model import HostFacts
 from tests.fakehosts import (

@@ -18,7 +18,7 @@ import pytest
 from hostlab import TestHost
 from plan.monitoring import TEXTFILE_DIR, MonitoringPlan, build_monitoring_plan
 from plan.settings import load_instances
-from tasks.host_plan import pyinfra_data_keys
+from tasks.planning import pyinfra_data_keys
 from tests.e2e.gatewaylab import Story
 from tests.e2e.operate.conftest import FAST
 from tests.facts.test_gpu_metrics import SMI, XID

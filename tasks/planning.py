@@ -12,7 +12,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.api.host import Host
 from pyinfra.facts.systemd import SystemdStatus
 
-from facts import host as fact
+from facts import pyinfra_facts as fact
 from facts.gather import gather_host_facts
 from facts.model import CondaState, DaemonConfig, HostFacts, InstallFacts, OsRelease
 from plan.apt_mirror import AptMirrorPlan, watched_paths
