@@ -155,7 +155,7 @@ def _start_follower(plan: ServicePlan) -> None:
                                  f"see journalctl -u {plan.unit}.service")
 
 
-def cluster_member(plan: ServicePlan, changes: list[OperationMeta], running: bool) -> OperationMeta | None:
+def cluster_member(plan: ServicePlan, changes: list[OperationMeta], running: bool) -> OperationMeta:
     """The member's part of the cluster's (re)start; returns its start operation (the head's: the one that serves)."""
     assert plan.cluster is not None
     name, head = plan.cluster.name, plan.cluster.head

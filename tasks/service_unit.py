@@ -109,9 +109,7 @@ def service_instances(plan: HostPlan, restart_all: list[OperationMeta],
                         running=None, enabled=True)
         is_running = bool(running.get(f"{instance.unit}.service"))
         if instance.cluster is not None:
-            start = cluster_member(instance, changes, is_running)
-            if start is not None:
-                starts.append(start)
+            starts.append(cluster_member(instance, changes, is_running))
             continue
         # Serial: across the whole deployment one instance at a time is down, so the gateway always
         # has the others of its model (two hosts restarting in parallel could leave none).
