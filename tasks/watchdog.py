@@ -55,10 +55,13 @@ def watchdog(plan: HostPlan) -> None:
                     enabled=True)
 
 
+WHY_OFF = "vllm_watchdog off, or no instance with an API here"
+
+
 def _remove() -> None:
     """vllm_watchdog = False: stop and disable a watchdog an earlier deploy installed, drop its metrics."""
     if host.get_fact(File, path=UNIT_FILE):
-        systemd.service(name=f"{UNIT}.service stopped and disabled (vllm_watchdog off, or no instance with an API here)",
+        systemd.service(name=f"{UNIT}.service stopped and disabled ({WHY_OFF})",
                         service=f"{UNIT}.service", running=False, enabled=False)
-    files.file(name="Watchdog metrics file removed (vllm_watchdog off, or no instance with an API here)", path=f"{TEXTFILE_DIR}/{METRICS_FILE}",
+    files.file(name=f"Watchdog metrics file removed ({WHY_OFF})", path=f"{TEXTFILE_DIR}/{METRICS_FILE}",
                present=False)
