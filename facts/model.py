@@ -7,7 +7,7 @@ facts.gather collects them into one HostFacts before any change, and the plan re
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -302,6 +302,8 @@ class InstallFacts:
     conda: CondaState = CondaState()
     conda_files: Mapping[str, str | None] = field(default_factory=dict)
     conda_packages: Mapping[str, DebPackage] = field(default_factory=dict)
+    # The venv runtime's `pip freeze --all` (name -> versions); None where it was not asked.
+    venv_packages: Mapping[str, Sequence[str]] | None = None
 
 
 @dataclass(frozen=True)

