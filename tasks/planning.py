@@ -6,6 +6,7 @@ from dataclasses import replace
 from functools import cache
 from typing import Any
 
+from gevent.lock import Semaphore
 from pyinfra import host, logger, state
 from pyinfra.api.connectors import get_all_connectors
 from pyinfra.api.exceptions import DeployError
@@ -83,20 +84,27 @@ def _gateway(settings: Settings) -> GatewayPlan | None:
 
 
 # One plan per cluster and one set of facts per host for the whole run: every member's deploy needs the plan,
-# and the plan needs every member's facts (deploy.py runs once per host, in one process).
+# and the plan needs every member's facts. deploy.py runs once per host, in one process, the hosts' runs in
+# parallel greenlets: a lock per key makes the second one wait for the first one's result.
 _CLUSTERS: dict[str, ClusterPlan | PlanError] = {}
 _FACTS: dict[str, HostFacts] = {}
+_LOCKS: dict[str, Semaphore] = {}
+
+
+def _once(key: str) -> Semaphore:
+    return _LOCKS.setdefault(key, Semaphore())
 
 
 def _cluster_plan(settings: Settings) -> ClusterPlan:
     """The plan of this host's cluster from every member's settings and facts, each refusal named at once:
     settings first (nothing is asked of a host whose cluster cannot be planned), then the facts."""
     name = settings.vllm_cluster or ""
-    if name not in _CLUSTERS:
-        try:
-            _CLUSTERS[name] = _plan_cluster(name)
-        except PlanError as error:
-            _CLUSTERS[name] = error
+    with _once(f"cluster {name}"):
+        if name not in _CLUSTERS:
+            try:
+                _CLUSTERS[name] = _plan_cluster(name)
+            except PlanError as error:
+                _CLUSTERS[name] = error
     planned = _CLUSTERS[name]
     if isinstance(planned, PlanError):
         raise planned
@@ -180,12 +188,13 @@ def gather_facts(instances: tuple[InstanceSettings, ...], target: Host | None = 
     """Every fact the host plan needs, asked before it is computed: the host's, each model directory's and
     the install stages'. `target`: another inventory host (a cluster member); once per host and run."""
     target = target or host
-    if target.name not in _FACTS:
-        settings = instances[0].settings
-        _FACTS[target.name] = gather_host_facts(
-            target, model_dir=settings.model_dir, ports=[i.settings.vllm_port for i in instances],
-            model_dirs=tuple(dict.fromkeys(i.settings.model_dir for i in instances)),
-            install=_install_facts(settings, target.get_fact(fact.OsRelease), target))
+    with _once(f"facts {target.name}"):
+        if target.name not in _FACTS:
+            settings = instances[0].settings
+            _FACTS[target.name] = gather_host_facts(
+                target, model_dir=settings.model_dir, ports=[i.settings.vllm_port for i in instances],
+                model_dirs=tuple(dict.fromkeys(i.settings.model_dir for i in instances)),
+                install=_install_facts(settings, target.get_fact(fact.OsRelease), target))
     return _FACTS[target.name]
 
 
