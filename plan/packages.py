@@ -30,13 +30,19 @@ def _pip_name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def pip_pin(spec: str) -> tuple[str, str] | None:
+    """(name, version) of an exact `name==version` requirement; None for anything pip must interpret."""
+    pin = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!_-]+)", spec.strip())
+    return (pin.group(1), pin.group(2)) if pin else None
+
+
 def pip_satisfied(installed: Mapping[str, Sequence[str]], wanted: Sequence[str], absent: Sequence[str]) -> bool:
     """Whether `pip freeze` already shows every `name==version` of `wanted` and none of `absent`: then pip has
     nothing to do (each pip operation would ask `pip freeze` again, ~0.5 s each, to find that out). A requirement
     that is not an exact pin is never taken as satisfied: pip decides those."""
     have = {_pip_name(name): {str(v) for v in versions} for name, versions in installed.items()}
     for spec in wanted:
-        pin = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!_-]+)", spec.strip())
-        if pin is None or pin.group(2) not in have.get(_pip_name(pin.group(1)), set()):
+        pin = pip_pin(spec)
+        if pin is None or pin[1] not in have.get(_pip_name(pin[0]), set()):
             return False
     return not any(_pip_name(name) in have for name in absent)

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+
+import gevent
+from gevent.event import Event
+from pyinfra import host, logger
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import OperationError
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import apt, pip
+from pyinfra.operations import apt, pip, python
 
 from plan.host import HostPlan, HostSetup
-from plan.packages import pip_satisfied
-from plan.quoting import sh_join
+from plan.packages import pip_pin, pip_satisfied
+from plan.quoting import sh, sh_join
+from tasks import remote
 from tasks.service_account import service_account, wheelhouse
+
+PROGRESS_SECONDS = 10.0
 
 
 def pip_install_args(setup: HostSetup) -> str:
@@ -22,6 +32,56 @@ def pip_install_args(setup: HostSetup) -> str:
     if setup.install.index_url:
         return sh_join(["--index-url", setup.install.index_url])
     return ""
+
+
+def pip_install(setup: HostSetup, packages: Sequence[str]) -> None:
+    """`pip install` into the venv, its progress logged every PROGRESS_SECONDS: the install of vLLM is minutes of
+    pip's silence otherwise (~150 packages). Progress is read beside pip on a second SSH channel: the packages it
+    resolved (its log), then how many of them are in the venv (their .dist-info directories)."""
+    run = remote.bound()
+    name = host.name
+    log = f"{setup.prefix}/pip-install.log"
+    site = f"{sh(setup.venv)}/lib/python3*/site-packages"
+    extra = pip_install_args(setup)
+    pip_argv = f"{sh(setup.venv + '/bin/pip')} install {extra + ' ' if extra else ''}{sh_join(packages)}"
+    command = f"PYTHONUNBUFFERED=1 {pip_argv} --progress-bar off > {sh(log)} 2>&1"
+    count = f"ls -d {site}/*.dist-info 2>/dev/null | wc -l"
+    _, before = run(count)
+    installed_before = _int(before.stdout_lines)
+    finished = Event()
+    started = time.monotonic()
+
+    def report() -> None:
+        while not finished.wait(PROGRESS_SECONDS):
+            _, output = run(f"grep -cE '^(Collecting|Processing) ' {sh(log)}; "
+                            f"grep -m1 '^Installing collected packages:' {sh(log)}; {count}")
+            lines = output.stdout_lines
+            seen = _int(lines[:1])
+            installing = next((line for line in lines if line.startswith("Installing collected packages:")), None)
+            elapsed = time.monotonic() - started
+            if installing is None:
+                logger.info(f"[{name}] pip: resolving, {seen} requirement(s) collected ({elapsed:.0f}s)")
+            else:
+                total = len(installing.partition(":")[2].split(","))
+                done = max(0, _int(lines[-1:]) - installed_before)
+                logger.info(f"[{name}] pip: installing, {min(done, total)}/{total} package(s) in the "
+                            f"venv ({elapsed:.0f}s)")
+
+    reporter = gevent.spawn(report)
+    try:
+        ok, _ = run(command)
+    finally:
+        finished.set()
+        reporter.join(timeout=30)
+    if not ok:
+        _, tail = run(f"tail -n 30 {sh(log)}")
+        raise OperationError(f"pip install {' '.join(packages)} failed; the end of {log}:\n"
+                             + "\n".join(tail.stdout_lines))
+
+
+def _int(lines: Sequence[str]) -> int:
+    text = (lines[0] if lines else "").strip()
+    return int(text) if text.isdigit() else 0
 
 
 @deploy("Install vLLM (venv runtime)")
@@ -42,13 +102,13 @@ def install_venv(plan: HostPlan) -> list[OperationMeta]:
     wanted = (setup.install.package, *setup.install.extra_packages)
     if installed is not None and pip_satisfied(installed, wanted, setup.install.remove_packages):
         return []  # what pip would find itself, asked once at planning instead of once per pip operation
-    extra = pip_install_args(setup)
-    changes = [pip.packages(
-        name=f"Install {setup.install.package}",
-        packages=[setup.install.package, *setup.install.extra_packages],
-        virtualenv=setup.venv,
-        extra_install_args=extra or None,
-    )]
+    if installed is not None and all(pip_pin(spec) for spec in wanted):
+        # Known to be needed (the check above): installed with progress.
+        changes = [python.call(name=f"Install {setup.install.package}", function=pip_install, setup=setup,
+                               packages=wanted)]
+    else:  # a requirement pip must interpret, or no facts: pyinfra's own check decides
+        changes = [pip.packages(name=f"Install {setup.install.package}", packages=list(wanted),
+                                virtualenv=setup.venv, extra_install_args=pip_install_args(setup) or None)]
     if setup.install.remove_packages:
         changes.append(pip.packages(
             name="Remove packages that break this build",

@@ -7,6 +7,7 @@ and fail to read the 0600 key header or to drive systemd. This passes them on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pyinfra import host
@@ -18,3 +19,12 @@ def run(command: str) -> tuple[bool, Any]:
     current = host.current_op_global_arguments or {}
     arguments = {key: value for key, value in current.items() if key in CONNECTOR_ARGUMENT_KEYS}
     return host.run_shell_command(command, **arguments)
+
+
+def bound() -> Callable[[str], tuple[bool, Any]]:
+    """`run` bound to the current host and operation, for a greenlet the callback spawns (pyinfra's `host`
+    is the current context's, which a spawned greenlet does not have)."""
+    target = host._get_module()  # the Host itself, not the greenlet-local proxy
+    current = target.current_op_global_arguments or {}
+    arguments = {key: value for key, value in current.items() if key in CONNECTOR_ARGUMENT_KEYS}
+    return lambda command: target.run_shell_command(command, **arguments)

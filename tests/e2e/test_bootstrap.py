@@ -80,6 +80,10 @@ def test_fresh_host_is_deployed_and_serves(deployed: Deployed) -> None:
     assert deployed.first.returncode == 0, deployed.first.output[-5000:]
     assert "vLLM plan for" in deployed.first.output
     assert "vLLM serving 'tiny'" in deployed.first.output
+    # pip's minutes of silence show as progress: packages in the venv out of those pip resolved.
+    progress = [int(m.group(1)) for m in re.finditer(r"pip: installing, (\d+)/\d+ package", deployed.first.output)]
+    assert progress, "no pip progress in the output of the fresh deploy"
+    assert progress == sorted(progress), progress
     assert_serving(deployed.host)
 
     ti = deployed.host.testinfra()
