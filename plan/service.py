@@ -80,10 +80,6 @@ class ClusterRole:
     listen_ports: tuple[int, ...] = ()
     reach: tuple[tuple[str, str, tuple[int, ...], str], ...] = ()
 
-    @property
-    def role(self) -> str:
-        return "head" if self.head else "follower"
-
 
 @dataclass(frozen=True)
 class ServicePlan:
