@@ -16,9 +16,7 @@ from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 
 def run(command: str) -> tuple[bool, Any]:
     """(ok, CommandOutput) of `command` on the current host, as the current operation runs commands."""
-    current = host.current_op_global_arguments or {}
-    arguments = {key: value for key, value in current.items() if key in CONNECTOR_ARGUMENT_KEYS}
-    return host.run_shell_command(command, **arguments)
+    return bound()(command)
 
 
 def bound() -> Callable[[str], tuple[bool, Any]]:
