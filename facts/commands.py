@@ -110,6 +110,16 @@ def file_hashes(paths: Iterable[str]) -> str:
     return f"{FILE_HASHES_MARK} {' '.join(shlex.quote(p) for p in paths)} 2>&1 || true"
 
 
+DIRECTORY_LISTING_MARK = "-type f -printf"
+
+
+def directory_listing(path: str) -> str:
+    """Every file under `path` with its size and modification time (nothing when the directory is missing):
+    what a copy compares to skip the files already there, as rsync's quick check does."""
+    quoted = shlex.quote(path)
+    return f"if [ -d {quoted} ]; then find {quoted} {DIRECTORY_LISTING_MARK} '%P\\t%s\\t%T@\\n'; fi 2>&1 || true"
+
+
 def conda_state(prefix: str, env: str) -> str:
     """conda's version under `prefix`, the environment's Python version and its pip packages."""
     conda, python = shlex.quote(f"{prefix}/bin/conda"), shlex.quote(f"{env}/bin/python")

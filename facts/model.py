@@ -172,6 +172,14 @@ class OsRelease:
 
 
 @dataclass(frozen=True)
+class FileStamp:
+    """A file's size and whole-second modification time: what a copy compares, as rsync's quick check does."""
+
+    size: int
+    mtime: int
+
+
+@dataclass(frozen=True)
 class DiskUsage:
     """Free and total bytes of the filesystem holding `path` (the nearest existing parent)."""
 

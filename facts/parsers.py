@@ -21,6 +21,7 @@ from facts.model import (
     DebPackage,
     DiskUsage,
     DockerState,
+    FileStamp,
     GpuInfo,
     GpuQuery,
     IbPort,
@@ -499,6 +500,18 @@ def parse_sha256sum(text: Text) -> dict[str, str | None]:
         if missing:
             hashes[missing.group(1)] = None
     return hashes
+
+
+def parse_directory_listing(text: Text) -> dict[str, FileStamp]:
+    """`find DIR -type f -printf '%P\\t%s\\t%T@\\n'`: relative path -> size and whole-second modification time.
+    A line that is not three tab-separated fields (an error, a name with a tab or newline) is left out: such a
+    file then counts as missing, and a copy sends it again."""
+    listing: dict[str, FileStamp] = {}
+    for line in _lines(text):
+        match = re.fullmatch(r"([^\t]+)\t(\d+)\t(\d+)(?:\.\d+)?", line)
+        if match:
+            listing[match.group(1)] = FileStamp(size=int(match.group(2)), mtime=int(match.group(3)))
+    return listing
 
 
 def normalize_dist(name: str) -> str:

@@ -263,6 +263,20 @@ class FileHashes(FactBase[dict[str, str | None]]):
         return parsers.parse_sha256sum(output)
 
 
+class DirectoryListing(FactBase[dict[str, parsers.FileStamp]]):
+    """Every file under a directory (relative path -> size and modification time); empty when it is missing."""
+
+    def command(self, path: str) -> str:
+        return commands.directory_listing(path)
+
+    @staticmethod
+    def default() -> dict[str, parsers.FileStamp]:
+        return {}
+
+    def process(self, output: list[str]) -> dict[str, parsers.FileStamp]:
+        return parsers.parse_directory_listing(output)
+
+
 class CondaState(FactBase[parsers.CondaState]):
     """Miniconda under `prefix` and its environment `env`: versions and pip packages."""
 

@@ -1,8 +1,9 @@
 """Model stage: put the weights in the plan's model directory, verified.
 
-A local source is synced file by file (a re-run resumes: files whose checksum
-already matches are skipped), then checked against a SHA-256 manifest; a marker
-holding the manifest's digest makes a complete copy a no-op next time.
+A local source is copied as one stream of the files the host lacks (tasks/directory_copy.py:
+a re-run resumes, files whose size and time already match are skipped), then checked
+against a SHA-256 manifest; a file that fails is removed so the next run sends it again.
+A marker holding the manifest's digest makes a complete copy a no-op next time.
 
 A hub source is downloaded on the host by a systemd oneshot that then runs
 remote/model_check.py (uploaded): the repository's file list against the
@@ -36,6 +37,7 @@ from plan.settings import Settings
 from remote import model_check
 from remote.model_check import MANIFEST, MARKER
 from tasks import remote
+from tasks.directory_copy import copy_directory
 
 DOWNLOAD_UNIT = "vllm-model-download"
 # remote/model_check.py, uploaded under the prefix and run by the download unit.
@@ -77,15 +79,11 @@ def _model_files(plan: HostPlan, model: ModelPlan, index: int) -> list[Operation
     marker = host.get_fact(FileContents, path=f"{model.host_dir}/{MARKER}")
     if marker and marker[0].strip() == digest:
         return []
-    files.sync(
+    copy_directory(
         name=f"Sync model {model.local_path} -> {model.host_dir}",
         src=model.local_path,
         dest=model.host_dir,
-        user="root",
-        group="root",
-        mode="644",
-        dir_mode="755",
-        exclude=[MANIFEST, MARKER],
+        keep=[MANIFEST, MARKER],
     )
     manifest_file = os.path.join(model.host_dir, MANIFEST)
     files.put(name="Model manifest", src=BytesIO(manifest.encode()), dest=manifest_file, mode="644")
@@ -93,9 +91,15 @@ def _model_files(plan: HostPlan, model: ModelPlan, index: int) -> list[Operation
 
 
 def verify_command(model_dir: str, digest: str) -> str:
-    """Check the synced files against the manifest; only then write the marker. Root runs it: quoted."""
-    return (f"cd {sh(model_dir)} && rm -f {sh(MARKER)} && sha256sum --quiet --strict -c {sh(MANIFEST)} "
-            f"&& echo {sh(digest)} > {sh(MARKER)}")
+    """Check the copied files against the manifest; only then write the marker. Root runs it: quoted.
+
+    A file that fails is removed: the copy skips files whose size and time match, so a same-size damaged
+    file would otherwise stay; without it, the next run sends it again."""
+    return (f"cd {sh(model_dir)} && rm -f {sh(MARKER)} && "
+            f"if failed=$(sha256sum --quiet --strict -c {sh(MANIFEST)} 2>&1); then echo {sh(digest)} > {sh(MARKER)}; "
+            "else printf '%s\\n' \"$failed\" >&2; printf '%s\\n' \"$failed\" | sed -n 's/: FAILED.*$//p' "
+            "| while IFS= read -r name; do rm -f -- \"./$name\"; done; "
+            "echo 'the files that failed were removed: the next run copies them again' >&2; exit 1; fi")
 
 
 def download(plan: HostPlan, model: ModelPlan, index: int) -> list[OperationMeta]:

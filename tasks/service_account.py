@@ -15,6 +15,7 @@ from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server
 
 from plan.host import HostSetup
+from tasks.directory_copy import copy_directory
 
 WHEELHOUSE_MARKER = ".vllm-deploy-synced"
 
@@ -57,8 +58,8 @@ def wheelhouse_digest(root: str | Path) -> str:
 def wheelhouse(setup: HostSetup) -> None:
     """Copy the controller's offline wheelhouse to the host when one is set (pip then installs from it alone).
 
-    The sync checks every file on the host (one command each, ~17 s for vLLM's 150 wheels), so a marker
-    holding the wheelhouse's digest, written after a complete sync, skips it while nothing changed.
+    Even with nothing to send, the copy lists the host's files (one command); a marker holding the
+    wheelhouse's digest, written after a complete copy, skips it while nothing changed.
     """
     if not (setup.install.wheelhouse_local and setup.install.wheelhouse_remote):
         return
@@ -67,16 +68,12 @@ def wheelhouse(setup: HostSetup) -> None:
     synced = host.get_fact(FileContents, path=marker)
     if synced and synced[0].strip() == digest:
         return
-    files.sync(
+    copy_directory(
         name="Offline wheelhouse",
         src=setup.install.wheelhouse_local,
         dest=setup.install.wheelhouse_remote,
-        user="root",
-        group="root",
-        mode="644",
-        dir_mode="755",
+        keep=[WHEELHOUSE_MARKER],
         delete=True,
-        exclude=[f"*/{WHEELHOUSE_MARKER}"],
     )
     files.put(name="Offline wheelhouse marker (its digest: the next run skips the sync)",
               src=BytesIO(f"{digest}\n".encode()), dest=marker, user="root", group="root", mode="644")

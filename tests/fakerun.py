@@ -4,16 +4,19 @@ Usage: python tests/fakerun.py OUTDIR pyinfra-args...
 
 pyinfra's fake connector answers commands from recorded outputs but discards
 uploads; this wrapper keeps every uploaded file (and every secret file written
-from stdin by tasks.secret_files) under OUTDIR/<host>/<remote path> and every
+from stdin by tasks.secret_files, and every file of a tar stream sent by
+tasks.directory_copy) under OUTDIR/<host>/<remote path> and every
 command under OUTDIR/<host>/commands.txt, so whole-deploy tests can assert the
 rendered files and the operations of a real pyinfra run.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import sys
+import tarfile
 from pathlib import Path
 
 from pyinfra.connectors.fake import FakeConnector
@@ -36,6 +39,13 @@ def run_shell_command(self, command, *args, **kwargs):
         target = _host_dir(self) / "files" / secret_dest.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(kwargs["_stdin"])
+    copy_dest = getattr(command, "copy_dest", None)  # tasks.directory_copy: a base64 tar stream on stdin
+    if copy_dest and kwargs.get("_stdin") is not None:
+        target = _host_dir(self) / "files" / copy_dest.lstrip("/")
+        target.mkdir(parents=True, exist_ok=True)
+        stream = base64.b64decode("".join(kwargs["_stdin"].readlines()))
+        with tarfile.open(fileobj=io.BytesIO(stream)) as archive:
+            archive.extractall(target, filter="data")
     with open(_host_dir(self) / "commands.txt", "a", encoding="utf-8") as handle:
         handle.write(text.replace("\n", "\\n") + "\n")
     return _run(self, command, *args, **kwargs)
