@@ -20,11 +20,15 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+import gevent
 from pyinfra import host, logger
-from pyinfra.api import QuoteString, StringCommand, operation
+from pyinfra.api import FunctionCommand, QuoteString, StringCommand, operation
+from pyinfra.api.host import Host
+from pyinfra.api.state import State
 
 from facts.model import FileStamp
 from facts.pyinfra_facts import DirectoryListing
+from tasks import remote
 
 # Raw bytes per stdin line: a multiple of 3, so that each line is base64 without padding and the lines
 # concatenate into one valid stream.
@@ -35,6 +39,8 @@ PROGRESS_SECONDS = 10.0
 UNPACK_SCRIPT = 'set -euo pipefail; umask 022; mkdir -p -- "$1"; base64 -d | tar -C "$1" -x --no-same-owner -f -'
 REMOVE_SCRIPT = 'set -eu; cd -- "$1"; shift; rm -f -- "$@"'
 MARKER = "vllm-deploy-copy"
+# Copies running in the background, by (host name, destination), until `wait_for_copy` joins them.
+_RUNNING: dict[tuple[str, str], gevent.Greenlet] = {}
 
 
 def local_files(root: str | Path, exclude: Sequence[str] = ()) -> dict[str, FileStamp]:
@@ -144,16 +150,17 @@ class TarUnpack(StringCommand):
 
 
 @operation()
-def copy_directory(src: str, dest: str, keep: Sequence[str] = (), delete: bool = False):
+def copy_directory(src: str, dest: str, keep: Sequence[str] = (), delete: bool = False, background: bool = False):
     """Make `dest` on the host hold `src`'s files (0644 root): only what differs goes, as one tar stream.
 
     `keep`: paths under `dest` that are not the source's and stay (markers, manifests); they are never sent
-    either. `delete`: remove the host's other files that are not in `src`.
+    either. `delete`: remove the host's other files that are not in `src`. `background`: the stream runs on its
+    own SSH channel while the next operations run (apt, say), until `wait_for_copy(dest)`, which fails if it did.
     """
     local = local_files(src, exclude=keep)
-    remote = host.get_fact(DirectoryListing, path=dest)
-    send = files_to_send(local, remote)
-    stale = stale_files(local, remote, keep) if delete else []
+    remote_files = host.get_fact(DirectoryListing, path=dest)
+    send = files_to_send(local, remote_files)
+    stale = stale_files(local, remote_files, keep) if delete else []
     if not send and not stale:
         host.noop(f"{dest} holds every file of {src}")
         return
@@ -163,5 +170,34 @@ def copy_directory(src: str, dest: str, keep: Sequence[str] = (), delete: bool =
     if send:
         stdin = TarStdin(src, send, local, label=f"[{host.name}] copying {src} to {dest}")
         logger.info(f"[{host.name}] {dest}: {len(send)} of {len(local)} file(s) to send, "
-                    f"{stdin.total / 2**20:.0f} MiB")
-        yield TarUnpack(dest, stdin)
+                    f"{stdin.total / 2**20:.0f} MiB{' (in the background)' if background else ''}")
+        yield FunctionCommand(_start, (dest, stdin), {}) if background else TarUnpack(dest, stdin)
+
+
+@operation()
+def wait_for_copy(dest: str):
+    """Wait for the background copy to `dest` that `copy_directory` started on this host, if any; fail if it did."""
+    if (host.name, dest) not in _RUNNING:
+        host.noop(f"no copy to {dest} is running")
+        return
+    yield FunctionCommand(_wait, (dest,), {})
+
+
+def _start(state: State, host: Host, dest: str, stdin: TarStdin) -> bool:
+    """Spawn the unpack command with the operation's sudo settings. pyinfra calls a function whose arguments are
+    named `state` and `host` in the operation's own greenlet, with them, and takes its result as the status."""
+    arguments = {**remote.connector_arguments(host), "_stdin": stdin}
+    _RUNNING[(host.name, dest)] = gevent.spawn(host.run_shell_command, TarUnpack(dest, stdin), **arguments)
+    return True
+
+
+def _wait(state: State, host: Host, dest: str) -> bool:
+    greenlet = _RUNNING.pop((host.name, dest))
+    try:
+        ok, output = greenlet.get()
+    except Exception as error:  # a source file changed, the connection dropped: the copy's own error
+        host.log(f"copy to {dest} failed: {error}", logger.error)
+        return False
+    if not ok:
+        host.log(f"copy to {dest} failed:\n" + "\n".join(output.stderr_lines[-20:]), logger.error)
+    return bool(ok)

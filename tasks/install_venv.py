@@ -17,7 +17,7 @@ from plan.host import HostPlan, HostSetup
 from plan.packages import pip_pin, pip_satisfied
 from plan.quoting import sh, sh_join
 from tasks import remote
-from tasks.service_account import service_account, wheelhouse
+from tasks.service_account import finish_wheelhouse, service_account, start_wheelhouse
 
 PROGRESS_SECONDS = 10.0
 
@@ -34,10 +34,11 @@ def pip_install_args(setup: HostSetup) -> str:
     return ""
 
 
-def pip_install(setup: HostSetup, packages: Sequence[str]) -> None:
+def pip_install(setup: HostSetup, packages: Sequence[str], remove: Sequence[str] = ()) -> None:
     """`pip install` into the venv, its progress logged every PROGRESS_SECONDS: the install of vLLM is minutes of
     pip's silence otherwise (~150 packages). Progress is read beside pip on a second SSH channel: the packages it
-    resolved (its log), then how many of them are in the venv (their .dist-info directories)."""
+    resolved (its log), then how many of them are in the venv (their .dist-info directories). Then `remove` is
+    uninstalled in the same command (the packages that break this build; pip skips one that is not there)."""
     run = remote.bound()
     name = host.name
     log = f"{setup.prefix}/pip-install.log"
@@ -45,6 +46,8 @@ def pip_install(setup: HostSetup, packages: Sequence[str]) -> None:
     extra = pip_install_args(setup)
     pip_argv = f"{sh(setup.venv + '/bin/pip')} install {extra + ' ' if extra else ''}{sh_join(packages)}"
     command = f"PYTHONUNBUFFERED=1 {pip_argv} --progress-bar off > {sh(log)} 2>&1"
+    if remove:
+        command += f" && {sh(setup.venv + '/bin/pip')} uninstall -y {sh_join(remove)} >> {sh(log)} 2>&1"
     count = f"ls -d {site}/*.dist-info 2>/dev/null | wc -l"
     _, before = run(count)
     installed_before = _int(before.stdout_lines)
@@ -88,6 +91,7 @@ def _int(lines: Sequence[str]) -> int:
 def install_venv(plan: HostPlan) -> list[OperationMeta]:
     """Returns the operations whose change means the service must restart."""
     setup = plan.setup
+    start_wheelhouse(setup, background=True)  # its bytes travel while apt and the service account run
     apt.packages(
         name="System packages for a Python virtualenv",
         packages=list(setup.install.apt_packages),
@@ -96,7 +100,7 @@ def install_venv(plan: HostPlan) -> list[OperationMeta]:
         no_recommends=True,
     )
     service_account(setup)
-    wheelhouse(setup)
+    finish_wheelhouse(setup)
     pip.venv(name="vLLM virtualenv", path=setup.venv, python="python3")
     installed = plan.facts.install.venv_packages if plan.facts.install else None
     wanted = (setup.install.package, *setup.install.extra_packages)
@@ -104,11 +108,11 @@ def install_venv(plan: HostPlan) -> list[OperationMeta]:
         return []  # what pip would find itself, asked once at planning instead of once per pip operation
     if installed is not None and all(pip_pin(spec) for spec in wanted):
         # Known to be needed (the check above): installed with progress.
-        changes = [python.call(name=f"Install {setup.install.package}", function=pip_install, setup=setup,
-                               packages=wanted)]
-    else:  # a requirement pip must interpret, or no facts: pyinfra's own check decides
-        changes = [pip.packages(name=f"Install {setup.install.package}", packages=list(wanted),
-                                virtualenv=setup.venv, extra_install_args=pip_install_args(setup) or None)]
+        return [python.call(name=f"Install {setup.install.package}", function=pip_install, setup=setup,
+                            packages=wanted, remove=setup.install.remove_packages)]
+    # A requirement pip must interpret, or no facts: pyinfra's own check decides.
+    changes = [pip.packages(name=f"Install {setup.install.package}", packages=list(wanted),
+                            virtualenv=setup.venv, extra_install_args=pip_install_args(setup) or None)]
     if setup.install.remove_packages:
         changes.append(pip.packages(
             name="Remove packages that break this build",

@@ -12,6 +12,7 @@ from typing import Any
 
 from pyinfra import host
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
+from pyinfra.api.host import Host
 
 
 def run(command: str) -> tuple[bool, Any]:
@@ -23,6 +24,11 @@ def bound() -> Callable[[str], tuple[bool, Any]]:
     """`run` bound to the current host and operation, for a greenlet the callback spawns (pyinfra's `host`
     is the current context's, which a spawned greenlet does not have)."""
     target = host._get_module()  # the Host itself, not the greenlet-local proxy
-    current = target.current_op_global_arguments or {}
-    arguments = {key: value for key, value in current.items() if key in CONNECTOR_ARGUMENT_KEYS}
+    arguments = connector_arguments(target)
     return lambda command: target.run_shell_command(command, **arguments)
+
+
+def connector_arguments(target: Host) -> dict[str, Any]:
+    """The current operation's connector arguments on `target` (`_sudo`, `_sudo_user`, `_env`, ...)."""
+    current = target.current_op_global_arguments or {}
+    return {key: value for key, value in current.items() if key in CONNECTOR_ARGUMENT_KEYS}

@@ -15,7 +15,7 @@ from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server
 
 from plan.host import HostSetup
-from tasks.directory_copy import copy_directory
+from tasks.directory_copy import copy_directory, wait_for_copy
 
 WHEELHOUSE_MARKER = ".vllm-deploy-synced"
 
@@ -56,17 +56,16 @@ def wheelhouse_digest(root: str | Path) -> str:
 
 
 def wheelhouse(setup: HostSetup) -> None:
-    """Copy the controller's offline wheelhouse to the host when one is set (pip then installs from it alone).
+    """Copy the controller's offline wheelhouse to the host when one is set (pip then installs from it alone)."""
+    start_wheelhouse(setup)
+    finish_wheelhouse(setup)
 
-    Even with nothing to send, the copy lists the host's files (one command); a marker holding the
-    wheelhouse's digest, written after a complete copy, skips it while nothing changed.
-    """
-    if not (setup.install.wheelhouse_local and setup.install.wheelhouse_remote):
-        return
-    digest = wheelhouse_digest(setup.install.wheelhouse_local)
-    marker = f"{setup.install.wheelhouse_remote}/{WHEELHOUSE_MARKER}"
-    synced = host.get_fact(FileContents, path=marker)
-    if synced and synced[0].strip() == digest:
+
+def start_wheelhouse(setup: HostSetup, background: bool = False) -> None:
+    """Start the wheelhouse's copy (in the background: on its own SSH channel while apt and the service account
+    run; `finish_wheelhouse` waits for it). Skipped while the marker holds the wheelhouse's digest: even with
+    nothing to send, the copy lists the host's files, one command."""
+    if _wheelhouse_digest_if_stale(setup) is None:
         return
     copy_directory(
         name="Offline wheelhouse",
@@ -74,6 +73,25 @@ def wheelhouse(setup: HostSetup) -> None:
         dest=setup.install.wheelhouse_remote,
         keep=[WHEELHOUSE_MARKER],
         delete=True,
+        background=background,
     )
+
+
+def finish_wheelhouse(setup: HostSetup) -> None:
+    """Wait for a background copy, then write the marker (only after a complete copy: the next run skips it)."""
+    digest = _wheelhouse_digest_if_stale(setup)
+    if digest is None:
+        return
+    wait_for_copy(name="Offline wheelhouse copied", dest=setup.install.wheelhouse_remote)
     files.put(name="Offline wheelhouse marker (its digest: the next run skips the sync)",
-              src=BytesIO(f"{digest}\n".encode()), dest=marker, user="root", group="root", mode="644")
+              src=BytesIO(f"{digest}\n".encode()), dest=f"{setup.install.wheelhouse_remote}/{WHEELHOUSE_MARKER}",
+              user="root", group="root", mode="644")
+
+
+def _wheelhouse_digest_if_stale(setup: HostSetup) -> str | None:
+    """The wheelhouse's digest when the host's copy needs a sync; None without a wheelhouse or when it is current."""
+    if not (setup.install.wheelhouse_local and setup.install.wheelhouse_remote):
+        return None
+    digest = wheelhouse_digest(setup.install.wheelhouse_local)
+    synced = host.get_fact(FileContents, path=f"{setup.install.wheelhouse_remote}/{WHEELHOUSE_MARKER}")
+    return None if synced and synced[0].strip() == digest else digest

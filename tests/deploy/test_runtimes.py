@@ -254,7 +254,13 @@ def test_the_wheelhouse_is_synced_once_then_skipped_while_its_digest_holds(tmp_p
         (tmp_path / run).mkdir()
     first, out = run_fake_deploy(tmp_path / "first", "4090-x2-ubuntu2204", data, None)
     output = first.stdout + first.stderr
-    assert "Offline wheelhouse" in output, output[-3000:]
+    assert first.returncode == 0, output[-3000:]
+    # The copy starts first and travels while apt and the service account run; the marker waits for it.
+    started = output.index("Starting operation: Install vLLM (venv runtime) | Offline wheelhouse \n")
+    apt = output.index("Starting operation: Install vLLM (venv runtime) | System packages")
+    waited = output.index("Starting operation: Install vLLM (venv runtime) | Offline wheelhouse copied")
+    marker = output.index("Starting operation: Install vLLM (venv runtime) | Offline wheelhouse marker")
+    assert started < apt < waited < marker, output[-3000:]
     assert (out / f"files{remote}/vllm-0.32.0-py3-none-any.whl").read_bytes() == b"vllm-0.32.0-py3-none-any.whl"
     digest = wheelhouse_digest(wheels)
     assert (out / f"files{remote}/{WHEELHOUSE_MARKER}").read_text() == f"{digest}\n"
@@ -269,6 +275,25 @@ def test_the_wheelhouse_is_synced_once_then_skipped_while_its_digest_holds(tmp_p
                                    None)
     assert "Offline wheelhouse" in changed.stdout + changed.stderr
     assert (out / f"files{remote}/{WHEELHOUSE_MARKER}").read_text() == f"{wheelhouse_digest(wheels)}\n"
+
+
+def test_a_failed_background_wheelhouse_copy_fails_the_host_before_its_marker(tmp_path: Path) -> None:
+    """The copy runs beside apt; its failure (a full disk, a dropped channel) must still stop the host, named."""
+    from tasks.directory_copy import MARKER
+    from tasks.service_account import WHEELHOUSE_MARKER
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "vllm-0.32.0-py3-none-any.whl").write_bytes(b"wheel")
+    serving = serving_responses(plan_for("4090-x2-ubuntu2204", MODEL))
+    failing = {**serving, MARKER: {"success": False, "stderr": ["tar: /opt/vllm/wheelhouse: No space left on device"]}}
+    proc, out = run_fake_deploy(tmp_path, "4090-x2-ubuntu2204",
+                                {**MODEL, "vllm_wheelhouse": str(wheels), "fake_responses": failing}, None)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "copy to /opt/vllm/wheelhouse failed" in output and "No space left on device" in output, output[-3000:]
+    assert not (out / f"files/opt/vllm/wheelhouse/{WHEELHOUSE_MARKER}").exists()
+    assert "Starting operation: Install vLLM (venv runtime) | Install vllm" not in output, "pip never runs"
 
 
 def test_pip_runs_only_when_the_venv_lacks_the_pinned_vllm(tmp_path: Path) -> None:
