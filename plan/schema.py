@@ -159,7 +159,8 @@ SETTINGS: tuple[Setting, ...] = tuple(
          "removed after the install (the CPU build's CUDA-linked extras break its imports)",
          {"shown": "CPU: torchvision, torchaudio, torchcodec"}),
         ("vllm_wheelhouse", None, optional(controller_path("dir")),
-         "controller directory of wheels, synced and installed with `--no-index` (air-gapped sites)"),
+         "controller directory of wheels, copied (one stream, only what changed) and installed with `--no-index` "
+         "(air-gapped sites)"),
         ("conda_prefix", None, optional(host_path), "conda runtime: Miniconda's install root",
          {"shown": "`<vllm_prefix>/miniconda3`"}),
         ("conda_installer", "Miniconda3-py312_24.4.0-0-Linux-x86_64.sh",

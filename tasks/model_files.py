@@ -1,9 +1,10 @@
 """Model stage: put the weights in the plan's model directory, verified.
 
 A local source is copied as one stream of the files the host lacks (tasks/directory_copy.py:
-a re-run resumes, files whose size and time already match are skipped), then checked
-against a SHA-256 manifest; a file that fails is removed so the next run sends it again.
-A marker holding the manifest's digest makes a complete copy a no-op next time.
+a re-run resumes, files whose size and time already match are skipped), in the background
+while the runtime installs when deploy.py starts it early, then checked against a SHA-256
+manifest; a file that fails is removed so the next run sends it again. A marker holding the
+manifest's digest makes a complete copy a no-op next time.
 
 A hub source is downloaded on the host by a systemd oneshot that then runs
 remote/model_check.py (uploaded): the repository's file list against the
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from functools import cache
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -37,12 +39,14 @@ from plan.settings import Settings
 from remote import model_check
 from remote.model_check import MANIFEST, MARKER
 from tasks import remote
-from tasks.directory_copy import copy_directory
+from tasks.directory_copy import copy_directory, wait_for_copy
 
 DOWNLOAD_UNIT = "vllm-model-download"
 # remote/model_check.py, uploaded under the prefix and run by the download unit.
 CHECK_SCRIPT = "model-check.py"
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+# (host name, model directory) of the copies start_model_copies put in the background.
+_STARTED: set[tuple[str, str]] = set()
 
 
 def local_manifest(root: str | Path) -> str:
@@ -71,20 +75,42 @@ def download_unit(index: int) -> str:
     return DOWNLOAD_UNIT if index == 0 else f"{DOWNLOAD_UNIT}-{index}"
 
 
+@cache
+def _local_manifest(local_path: str) -> tuple[str, str]:
+    """(manifest, its digest) of a local model, hashed once per run: every host's deploy file asks for it."""
+    manifest = local_manifest(local_path)
+    return manifest, hashlib.sha256(manifest.encode()).hexdigest()
+
+
+def _local_copy_needed(model: ModelPlan) -> bool:
+    marker = host.get_fact(FileContents, path=f"{model.host_dir}/{MARKER}")
+    return not (marker and marker[0].strip() == _local_manifest(model.local_path)[1])
+
+
+def start_model_copies(plan: HostPlan) -> None:
+    """Start each local model's copy that the host needs in the background: its bytes travel while the runtime
+    installs (minutes each, for a large model and vLLM's packages); `model_files` waits for it, then verifies."""
+    for model in plan.models:
+        if model.source == "local" and _local_copy_needed(model):
+            _copy_model(model, background=True)
+            _STARTED.add((host.name, model.host_dir))
+
+
+def _copy_model(model: ModelPlan, background: bool) -> None:
+    copy_directory(name=f"Sync model {model.local_path} -> {model.host_dir}", src=model.local_path,
+                   dest=model.host_dir, keep=[MANIFEST, MARKER], background=background)
+
+
 def _model_files(plan: HostPlan, model: ModelPlan, index: int) -> list[OperationMeta]:
     if model.source != "local":
         return download(plan, model, index)
-    manifest = local_manifest(model.local_path)
-    digest = hashlib.sha256(manifest.encode()).hexdigest()
-    marker = host.get_fact(FileContents, path=f"{model.host_dir}/{MARKER}")
-    if marker and marker[0].strip() == digest:
+    if not _local_copy_needed(model):
         return []
-    copy_directory(
-        name=f"Sync model {model.local_path} -> {model.host_dir}",
-        src=model.local_path,
-        dest=model.host_dir,
-        keep=[MANIFEST, MARKER],
-    )
+    if (host.name, model.host_dir) in _STARTED:
+        wait_for_copy(name=f"Model {model.local_path} copied to {model.host_dir}", dest=model.host_dir)
+    else:
+        _copy_model(model, background=False)
+    manifest, digest = _local_manifest(model.local_path)
     manifest_file = os.path.join(model.host_dir, MANIFEST)
     files.put(name="Model manifest", src=BytesIO(manifest.encode()), dest=manifest_file, mode="644")
     return [server.shell(name="Verify model checksums", commands=[verify_command(model.host_dir, digest)])]
