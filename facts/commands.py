@@ -11,8 +11,9 @@ parsers classify, instead of a failed fact that would stop the host.
 
 from __future__ import annotations
 
+import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 GPU_QUERY_FIELDS = "index,name,uuid,memory.total,memory.used,memory.free,compute_cap,driver_version,pci.bus_id"
 # Drivers before compute_cap existed reject the whole query, so the fallback asks without it.
@@ -148,3 +149,77 @@ def installed_vllm(python: str) -> str:
             "    try: print(d, m.version(d))\n"
             "    except m.PackageNotFoundError: pass")
     return f"{shlex.quote(python)} -c {shlex.quote(code)} 2>/dev/null || true"
+
+
+# --- several facts in one round trip ------------------------------------------------------------------------------
+# Each section prints a start line naming it, runs its own command in a subshell (a failure or an `exit` there
+# stops nothing after it), then an end line with the command's exit status. The end line starts with a newline
+# because the command's last line may lack one (a config.json); that newline is dropped again when reading
+# (split_sections). The text is fixed, with no nonce: the same sections always make the same command.
+SECTION_MARK = "@@vllm-deploy-fact"
+SECTION_KEY = re.compile(r"[A-Za-z0-9_.:-]+")
+# What a section prints instead of running when the tool its fact requires is absent (pyinfra's requires_command).
+MISSING_TOOL = f"{SECTION_MARK}-missing@@"
+_START_LINE = re.compile(re.escape(SECTION_MARK) + r" (" + SECTION_KEY.pattern + r")@@")
+_END_LINE = re.compile(re.escape(SECTION_MARK) + r"-exit (\d+)@@")
+_END_PRINTF = f"printf '\\n{SECTION_MARK}-exit %s@@\\n' \"$?\""
+_SECTION_TEXT = re.compile(
+    re.escape(f"echo '{SECTION_MARK} ") + r"(?P<key>" + SECTION_KEY.pattern + r")@@'; \( (?P<command>.*?) \); "
+    + re.escape(_END_PRINTF), re.S)
+
+
+def composite(sections: Iterable[tuple[str, str]]) -> str:
+    """One shell command running every (key, command) section in turn, each framed by its start and end lines."""
+    texts = []
+    for key, command in sections:
+        if not SECTION_KEY.fullmatch(key):
+            raise ValueError(f"fact section key {key!r}: letters, digits and _.:- only")
+        texts.append(f"echo '{SECTION_MARK} {key}@@'; ( {command} ); {_END_PRINTF}")
+    return "; ".join(texts)
+
+
+def requiring(tool: str, command: str) -> str:
+    """`command` when `tool` is on the host, else the MISSING_TOOL line: pyinfra's requires_command, inline."""
+    return f"if command -v {tool} >/dev/null 2>&1; then ( {command} ); else echo '{MISSING_TOOL}'; fi"
+
+
+def split_composite(command: str) -> list[tuple[str, str]]:
+    """The (key, command) sections of a composite() command text; [] for any other command."""
+    return [(m.group("key"), m.group("command")) for m in _SECTION_TEXT.finditer(command)]
+
+
+def split_sections(output: Sequence[str]) -> dict[str, tuple[int | None, list[str]]]:
+    """A composite command's output lines -> key -> (exit status, the section's own lines).
+
+    The status is None for a section whose end line never came (output cut short). Lines before the first
+    start line (a login banner) are ignored.
+    """
+    found: dict[str, tuple[int | None, list[str]]] = {}
+    key: str | None = None
+    lines: list[str] = []
+    for line in output:
+        start = _START_LINE.fullmatch(line)
+        end = _END_LINE.fullmatch(line)
+        if start:
+            if key is not None:
+                found[key] = (None, lines)
+            key, lines = start.group(1), []
+        elif end and key is not None:
+            # The end line's leading newline: an empty line after a complete last line, none after a partial one.
+            if lines and lines[-1] == "":
+                lines.pop()
+            found[key] = (int(end.group(1)), lines)
+            key, lines = None, []
+        elif key is not None:
+            lines.append(line)
+    if key is not None:
+        found[key] = (None, lines)
+    return found
+
+
+def join_sections(answers: Iterable[tuple[str, bool, Sequence[str]]]) -> list[str]:
+    """The output lines a composite command prints for (key, succeeded, lines) answers: split_sections' inverse."""
+    output: list[str] = []
+    for key, succeeded, lines in answers:
+        output += [f"{SECTION_MARK} {key}@@", *lines, "", f"{SECTION_MARK}-exit {0 if succeeded else 1}@@"]
+    return output

@@ -2,49 +2,99 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from facts import commands
 from facts import pyinfra_facts as fact
-from facts.model import DiskUsage, HostFacts, InstallFacts
+from facts.model import DiskUsage, HostFacts, InstallFacts, OsRelease
+from facts.pyinfra_facts import FactSection
+
+
+@dataclass(frozen=True)
+class InstallQuery:
+    """The install stages' facts to ask in the same round trip as the host's: their sections (keys other than
+    host_sections'), and how their values and the host's os-release make InstallFacts."""
+
+    sections: tuple[FactSection, ...]
+    build: Callable[[Mapping[str, Any], OsRelease | None], InstallFacts]
+
+
+# One section per fact without arguments, keyed by HostFacts' field.
+_PLAIN: tuple[FactSection, ...] = (
+    FactSection("os", fact.OsRelease),
+    FactSection("mem_total_bytes", fact.MemTotal),
+    FactSection("cpu_count", fact.CpuCount),
+    FactSection("gpu_query", fact.NvidiaGpus),
+    FactSection("smi", fact.NvidiaSmi),
+    FactSection("topology", fact.NvidiaTopology),
+    FactSection("pci", fact.NvidiaPciDevices),
+    FactSection("shm_bytes", fact.ShmSize),
+    FactSection("listening", fact.ListeningPorts),
+    FactSection("modules", fact.KernelModules),
+    FactSection("nvidia_module", fact.NvidiaKernelModule),
+    FactSection("secure_boot", fact.SecureBoot),
+    FactSection("packages", fact.DebPackageVersions),
+    FactSection("docker", fact.DockerInfo),
+    FactSection("kernel_release", fact.KernelRelease),
+)
+
+
+def _paths(model_dir: str, model_dirs: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys([model_dir, commands.DOCKER_ROOT, *model_dirs]))
+
+
+def host_sections(model_dir: str, model_dirs: Sequence[str] = ()) -> tuple[FactSection, ...]:
+    """The host's facts as sections: the plain ones, then the disk of every path and the config.json of every
+    model directory (each path asked once)."""
+    disks = tuple(FactSection(f"disk:{i}", fact.DiskSpace, {"path": path})
+                  for i, path in enumerate(_paths(model_dir, model_dirs)))
+    configs = tuple(FactSection(f"config:{i}", fact.ModelConfig, {"path": path})
+                    for i, path in enumerate(dict.fromkeys([model_dir, *model_dirs])))
+    return _PLAIN + disks + configs
 
 
 def gather_host_facts(host: Any, model_dir: str, ports: list[int], model_dirs: Sequence[str] = (),
-                      install: InstallFacts | None = None) -> HostFacts:
-    """Ask the host once for each fact; `host` is pyinfra's current Host.
+                      install: InstallFacts | InstallQuery | None = None) -> HostFacts:
+    """Ask the host for every fact in one round trip (FactSections); `host` is pyinfra's current Host.
 
     `ports` are the ports the deploy wants; all listeners are gathered anyway so
     port_in_use() answers for any port without another round trip. `model_dirs` are
-    every instance's model directory (disk and config.json of each), `install` the
-    install stages' facts, gathered by the caller that knows which stages run.
+    every instance's model directory (disk and config.json of each). `install` is the
+    install stages' facts: gathered already by the caller, or an InstallQuery asked in
+    the same round trip.
     """
+    sections = host_sections(model_dir, model_dirs)
+    if isinstance(install, InstallQuery):
+        sections += install.sections
+    values = fact.gather_sections(host, sections)
+    disk_of = {path: values[f"disk:{i}"] for i, path in enumerate(_paths(model_dir, model_dirs))}
+    config_of = {path: values[f"config:{i}"] for i, path in enumerate(dict.fromkeys([model_dir, *model_dirs]))}
     disks: dict[str, DiskUsage] = {}
-    usage = host.get_fact(fact.DiskSpace, path=model_dir)
-    if usage is not None:
-        disks[model_dir] = usage
-    docker_root = host.get_fact(fact.DiskSpace, path=commands.DOCKER_ROOT)
-    if docker_root is not None:
-        disks.setdefault(commands.DOCKER_ROOT, docker_root)
+    if disk_of[model_dir] is not None:
+        disks[model_dir] = disk_of[model_dir]
+    if disk_of[commands.DOCKER_ROOT] is not None:
+        disks.setdefault(commands.DOCKER_ROOT, disk_of[commands.DOCKER_ROOT])
     return HostFacts(
-        os=host.get_fact(fact.OsRelease),
-        mem_total_bytes=host.get_fact(fact.MemTotal),
-        cpu_count=host.get_fact(fact.CpuCount),
-        gpu_query=host.get_fact(fact.NvidiaGpus),
-        smi=host.get_fact(fact.NvidiaSmi),
-        topology=host.get_fact(fact.NvidiaTopology),
-        pci=host.get_fact(fact.NvidiaPciDevices),
+        os=values["os"],
+        mem_total_bytes=values["mem_total_bytes"],
+        cpu_count=values["cpu_count"],
+        gpu_query=values["gpu_query"],
+        smi=values["smi"],
+        topology=values["topology"],
+        pci=values["pci"],
         disks=disks,
-        shm_bytes=host.get_fact(fact.ShmSize),
-        listening=host.get_fact(fact.ListeningPorts),
-        modules=host.get_fact(fact.KernelModules),
-        nvidia_module=host.get_fact(fact.NvidiaKernelModule),
-        secure_boot=host.get_fact(fact.SecureBoot),
-        packages=host.get_fact(fact.DebPackageVersions),
-        docker=host.get_fact(fact.DockerInfo),
-        model_config=host.get_fact(fact.ModelConfig, path=model_dir),
-        kernel_release=host.get_fact(fact.KernelRelease),
-        model_disks={path: host.get_fact(fact.DiskSpace, path=path) for path in model_dirs},
-        model_configs={path: host.get_fact(fact.ModelConfig, path=path) for path in model_dirs},
-        install=install,
+        shm_bytes=values["shm_bytes"],
+        listening=values["listening"],
+        modules=values["modules"],
+        nvidia_module=values["nvidia_module"],
+        secure_boot=values["secure_boot"],
+        packages=values["packages"],
+        docker=values["docker"],
+        model_config=config_of[model_dir],
+        kernel_release=values["kernel_release"],
+        model_disks={path: disk_of[path] for path in model_dirs},
+        model_configs={path: config_of[path] for path in model_dirs},
+        install=install.build(values, values["os"]) if isinstance(install, InstallQuery) else install,
     )

@@ -1,4 +1,4 @@
-"""pyinfra facts for GPU hosts: one command each, parsed by facts.parsers.
+"""pyinfra facts for GPU hosts: one command each, parsed by facts.parsers; FactSections asks many at once.
 
 Thin on purpose: the command text lives in facts.commands and the parsing in
 facts.parsers, so recorded outputs exercise exactly what a real host runs.
@@ -8,9 +8,12 @@ nvidia-smi), so gathering never fails a host; the parsed status says why.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from pyinfra.api import FactBase
+from pyinfra.api import FactBase, StringCommand
+from pyinfra.api.exceptions import FactProcessError
 
 from facts import commands, parsers
 
@@ -345,3 +348,84 @@ class PciAcs(FactBase[parsers.PciAcs]):
 
     def process(self, output: list[str]) -> parsers.PciAcs:
         return parsers.parse_lspci_acs(output)
+
+
+@dataclass(frozen=True)
+class FactSection:
+    """One fact of a FactSections request: its key in the result, its class and the class's command arguments."""
+
+    key: str
+    fact: type[FactBase[Any]]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # pyinfra logs a fact's arguments: the key is enough
+        return self.key
+
+    def command(self) -> str:
+        """The fact's own command, guarded by its required tool as pyinfra's get_fact would."""
+        fact = self.fact()
+        if fact.shell_executable or type(fact).check_preconditions is not FactBase.check_preconditions:
+            raise ValueError(f"{self.fact.__name__}: a fact with its own shell or preconditions cannot be a section")
+        command = fact.command(**self.kwargs)
+        text = command.get_raw_value() if isinstance(command, StringCommand) else command
+        tool = fact.requires_command(**self.kwargs)
+        return commands.requiring(tool, text) if tool else text
+
+    def value(self, status: int | None, lines: list[str]) -> Any:
+        """The fact's value from its section, as get_fact makes it: process() of a successful non-empty output,
+        default() otherwise; a failure (status not 0, or cut short) raises FactProcessError."""
+        fact = self.fact()
+        if status is None:
+            raise FactProcessError(f"{self.key}: no answer (output cut short)")
+        if status != 0:
+            raise FactProcessError(f"{self.key}: exit status {status}")
+        if not lines or lines == [commands.MISSING_TOOL]:
+            return fact.default()
+        try:
+            return fact.process(lines)
+        except FactProcessError as error:
+            raise FactProcessError(f"{self.key}: {error}") from error
+
+
+class FactSections(FactBase[dict[str, Any]]):
+    """Several facts in one command, so one SSH round trip instead of one per fact.
+
+    Each section runs its fact's own command between delimiter lines (facts.commands.composite) and its output
+    goes to that fact's own process(), so every value is the one host.get_fact would give. A failed section does
+    not stop the following ones; it fails this fact (and the host) afterwards, as a failed get_fact does.
+    Result: section key -> value. pyinfra calls command() and process() on one instance, which is how
+    process() knows the sections.
+    """
+
+    sections: tuple[FactSection, ...] = ()
+
+    def command(self, sections: tuple[FactSection, ...]) -> str:
+        keys = [section.key for section in sections]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"fact sections: duplicate keys in {keys}")
+        self.sections = tuple(sections)
+        return commands.composite((section.key, section.command()) for section in sections)
+
+    @staticmethod
+    def default() -> dict[str, Any]:
+        return {}
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        found = commands.split_sections(output)
+        values: dict[str, Any] = {}
+        failed: list[str] = []
+        for section in self.sections:
+            try:
+                values[section.key] = section.value(*found.get(section.key, (None, [])))
+            except FactProcessError as error:
+                failed.append(str(error))
+        if failed:
+            raise FactProcessError("; ".join(failed))
+        return values
+
+
+def gather_sections(host: Any, sections: tuple[FactSection, ...]) -> dict[str, Any]:
+    """Every section's value from one FactSections round trip; each one the host did not answer (the whole
+    fact failed, and pyinfra failed the host) gets its fact's default(), as get_fact would give."""
+    values = host.get_fact(FactSections, sections=sections)
+    return {s.key: values[s.key] if s.key in values else s.fact().default() for s in sections}

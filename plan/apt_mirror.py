@@ -72,6 +72,11 @@ def watched_paths(os_id: str) -> tuple[str, ...]:
     return (*originals, *(backup_path(p) for p in originals), MANAGED_FILE)
 
 
+def every_watched_path() -> tuple[str, ...]:
+    """watched_paths of every distribution: what to ask a host whose os-release is not known yet."""
+    return tuple(dict.fromkeys(path for os_id in ORIGINALS for path in watched_paths(os_id)))
+
+
 def render_sources(os_id: str, codename: str, mirror: str) -> str:
     """deb822 sources of the release, updates and security suites from the mirror.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import cache
 from typing import Any
@@ -15,9 +16,10 @@ from pyinfra.facts.pip import PipPackages
 from pyinfra.facts.systemd import SystemdStatus
 
 from facts import pyinfra_facts as fact
-from facts.gather import gather_host_facts
-from facts.model import CondaState, DaemonConfig, HostFacts, InstallFacts, OsRelease
-from plan.apt_mirror import AptMirrorPlan, watched_paths
+from facts.gather import InstallQuery, gather_host_facts
+from facts.model import HostFacts, InstallFacts, OsRelease
+from facts.pyinfra_facts import FactSection
+from plan.apt_mirror import AptMirrorPlan, every_watched_path, watched_paths
 from plan.cluster import (
     ClusterError,
     ClusterMember,
@@ -156,25 +158,41 @@ def _plan_cluster(name: str) -> ClusterPlan:
     return plan
 
 
-def _install_facts(settings: Settings, os_release: OsRelease | None, target: Host) -> InstallFacts:
-    """What the apt sources and runtime install stages decide from; only the running runtime's part is asked."""
-    os_id = os_release.id if os_release else ""
-    docker = settings.vllm_runtime == "docker"
-    conda = settings.vllm_runtime == "conda"
-    return InstallFacts(
-        apt_files=target.get_fact(fact.TextFiles, paths=watched_paths(os_id)) if settings.apt_mirror or os_id else {},
-        docker_packages=target.get_fact(fact.DebPackageVersions, packages=DPKG_NAMES) if docker else {},
-        docker_files=target.get_fact(fact.TextFiles, paths=(DOCKER_SOURCES, NVIDIA_SOURCES)) if docker else {},
-        docker_hashes=target.get_fact(fact.FileHashes, paths=(DOCKER_KEY, NVIDIA_KEY)) if docker else {},
-        docker_daemon=target.get_fact(fact.DockerDaemonConfig) if docker else DaemonConfig(status="empty"),
-        conda=target.get_fact(fact.CondaState, prefix=settings.conda_prefix, env=settings.conda_env_prefix)
-        if conda else CondaState(),
-        conda_files=target.get_fact(fact.TextFiles, paths=(condarc_path(settings.conda_prefix),
-                                                         pip_conf_path(settings.conda_env_prefix))) if conda else {},
-        conda_packages=target.get_fact(fact.DebPackageVersions, packages=PREREQUISITES) if conda else {},
-        venv_packages=target.get_fact(PipPackages, pip=f"{settings.vllm_prefix}/venv/bin/pip")
-        if settings.vllm_runtime == "venv" else None,
-    )
+def _install_query(settings: Settings) -> InstallQuery:
+    """What the apt sources and runtime install stages decide from; only the running runtime's part is asked.
+
+    Asked with the host's facts, before its os-release is known: the apt files of every distribution, of
+    which only the host's are kept (what watched_paths(os_id) alone would have asked).
+    """
+    docker, conda = settings.vllm_runtime == "docker", settings.vllm_runtime == "conda"
+    sections = [FactSection("stage.apt_files", fact.TextFiles, {"paths": every_watched_path()})]
+    if docker:
+        sections += [
+            FactSection("stage.docker_packages", fact.DebPackageVersions, {"packages": DPKG_NAMES}),
+            FactSection("stage.docker_files", fact.TextFiles, {"paths": (DOCKER_SOURCES, NVIDIA_SOURCES)}),
+            FactSection("stage.docker_hashes", fact.FileHashes, {"paths": (DOCKER_KEY, NVIDIA_KEY)}),
+            FactSection("stage.docker_daemon", fact.DockerDaemonConfig),
+        ]
+    if conda:
+        sections += [
+            FactSection("stage.conda", fact.CondaState,
+                        {"prefix": settings.conda_prefix, "env": settings.conda_env_prefix}),
+            FactSection("stage.conda_files", fact.TextFiles, {"paths": (condarc_path(settings.conda_prefix),
+                                                                        pip_conf_path(settings.conda_env_prefix))}),
+            FactSection("stage.conda_packages", fact.DebPackageVersions, {"packages": PREREQUISITES}),
+        ]
+    if settings.vllm_runtime == "venv":
+        pip = f"{settings.vllm_prefix}/venv/bin/pip"
+        sections.append(FactSection("stage.venv_packages", PipPackages, {"pip": pip}))
+
+    def build(values: Mapping[str, Any], os_release: OsRelease | None) -> InstallFacts:
+        os_id = os_release.id if os_release else ""
+        wanted = watched_paths(os_id)
+        apt_files = {path: text for path, text in values["stage.apt_files"].items() if path in wanted}
+        runtime = {s.key.removeprefix("stage."): values[s.key] for s in sections[1:]}
+        return InstallFacts(apt_files=apt_files if settings.apt_mirror or os_id else {}, **runtime)
+
+    return InstallQuery(tuple(sections), build)
 
 
 def plan_apt_sources(mirror: str | None, os_release: OsRelease | None) -> AptMirrorPlan:
@@ -194,7 +212,7 @@ def gather_facts(instances: tuple[InstanceSettings, ...], target: Host | None = 
             _FACTS[target.name] = gather_host_facts(
                 target, model_dir=settings.model_dir, ports=[i.settings.vllm_port for i in instances],
                 model_dirs=tuple(dict.fromkeys(i.settings.model_dir for i in instances)),
-                install=_install_facts(settings, target.get_fact(fact.OsRelease), target))
+                install=_install_query(settings))
     return _FACTS[target.name]
 
 

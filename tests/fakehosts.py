@@ -14,6 +14,10 @@ Two ways to run a deploy against these hosts:
   or ``pyinfra.api.operations.run_ops(state)`` after adding operations;
 * the CLI: write an inventory with :func:`write_inventory` and run
   ``python tests/fakerun.py OUT inventory.py deploy.py --dry -y``.
+
+Both make the fake connector answer a FactSections command (many facts in one, see
+facts.commands.composite) section by section, each sub-command looked up in
+`fake_responses` as if it had been sent alone (:func:`answer_fact_sections`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+
+from pyinfra.connectors.fake import FakeConnector
+from pyinfra.connectors.util import CommandOutput, OutputLine
 
 from facts import commands
 
@@ -116,11 +123,35 @@ def model_config_response(config: dict[str, Any]) -> dict[str, list[str]]:
     return {commands.MODEL_CONFIG_MARK: [json.dumps(config)]}
 
 
+_lookup_alone = FakeConnector._lookup_response
+
+
+def _lookup_sections(self: FakeConnector, command_str: str) -> tuple[bool, CommandOutput]:
+    """pyinfra's lookup for a plain command; for a FactSections command, each section's command looked up
+    alone and the answers framed as the real shell frames them (a failed lookup is that section's failure)."""
+    sections = commands.split_composite(command_str)
+    if not sections:
+        return _lookup_alone(self, command_str)
+    answers, stderr = [], []
+    for key, command in sections:
+        success, output = _lookup_alone(self, command)
+        answers.append((key, success, output.stdout_lines))
+        stderr += output.stderr_lines
+    lines = [OutputLine("stdout", line) for line in commands.join_sections(answers)]
+    return True, CommandOutput(lines + [OutputLine("stderr", line) for line in stderr])
+
+
+def answer_fact_sections() -> None:
+    """Make every `@fake` host of this process answer FactSections commands section by section (idempotent)."""
+    FakeConnector._lookup_response = _lookup_sections  # type: ignore[method-assign]
+
+
 def make_fake_state(hosts: list[tuple[str, dict[str, Any]]]) -> Any:
     """A connected pyinfra State over `@fake/<name>` hosts, ready for get_fact / add_op / run_ops."""
     from pyinfra.api import Config, Inventory, State
     from pyinfra.api.connect import connect_all
 
+    answer_fact_sections()
     inventory = Inventory(([(f"@fake/{name}", data) for name, data in hosts], {}))
     state = State(inventory, Config())
     connect_all(state)
@@ -132,7 +163,8 @@ def write_inventory(path: Path, hosts: list[tuple[str, str, str]], extra: dict[s
     lines = [
         "import sys",
         f"sys.path.insert(0, {str(PROFILES_DIR.parent.parent.parent)!r})",
-        "from tests.fakehosts import fake_host_data",
+        "from tests.fakehosts import answer_fact_sections, fake_host_data",
+        "answer_fact_sections()",
         f"EXTRA = {extra or {}!r}",
         "hosts = [",
     ]

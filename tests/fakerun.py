@@ -7,7 +7,8 @@ uploads; this wrapper keeps every uploaded file (and every secret file written
 from stdin by tasks.secret_files, and every file of a tar stream sent by
 tasks.directory_copy) under OUTDIR/<host>/<remote path> and every
 command under OUTDIR/<host>/commands.txt, so whole-deploy tests can assert the
-rendered files and the operations of a real pyinfra run.
+rendered files and the operations of a real pyinfra run. A FactSections command
+is answered section by section (tests.fakehosts.answer_fact_sections).
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ def put_file(self, filename_or_io, remote_filename, *args, **kwargs) -> bool:
 
 if __name__ == "__main__":
     os.environ["FAKERUN_OUT"] = str(Path(sys.argv[1]).resolve())
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.fakehosts import answer_fact_sections
+
+    answer_fact_sections()
     FakeConnector.run_shell_command = run_shell_command
     FakeConnector.put_file = put_file
     from pyinfra_cli.main import main
