@@ -172,6 +172,16 @@ class OsRelease:
 
 
 @dataclass(frozen=True)
+class Account:
+    """A local account as `getent passwd` shows it."""
+
+    name: str
+    uid: int
+    home: str
+    shell: str
+
+
+@dataclass(frozen=True)
 class FileStamp:
     """A file's size and whole-second modification time: what a copy compares, as rsync's quick check does."""
 
@@ -310,8 +320,10 @@ class InstallFacts:
     conda: CondaState = CondaState()
     conda_files: Mapping[str, str | None] = field(default_factory=dict)
     conda_packages: Mapping[str, DebPackage] = field(default_factory=dict)
-    # The venv runtime's `pip freeze --all` (name -> versions); None where it was not asked.
+    # The venv runtime's installed distributions (name -> versions, from .dist-info); None where not asked.
     venv_packages: Mapping[str, Sequence[str]] | None = None
+    # The service account (venv and conda runtimes); None where it does not exist or was not asked.
+    account: Account | None = None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from facts.model import (
+    Account,
     AcsBridge,
     CondaState,
     DaemonConfig,
@@ -512,6 +513,26 @@ def parse_directory_listing(text: Text) -> dict[str, FileStamp]:
         if match:
             listing[match.group(1)] = FileStamp(size=int(match.group(2)), mtime=int(match.group(3)))
     return listing
+
+
+def parse_passwd_entry(text: Text) -> Account | None:
+    """`getent passwd USER`: its name, uid, home and shell; None for no (or no well-formed) entry."""
+    for line in _lines(text):
+        fields = line.strip().split(":")
+        if len(fields) == 7 and fields[2].isdigit():
+            return Account(name=fields[0], uid=int(fields[2]), home=fields[5], shell=fields[6])
+    return None
+
+
+def parse_dist_info_names(text: Text) -> dict[str, set[str]]:
+    """`NAME-VERSION.dist-info` lines (a venv's site-packages): name -> versions, as pyinfra's `pip freeze` fact
+    gives them. Neither part holds a `-` (wheels escape it), so the first one splits them."""
+    found: dict[str, set[str]] = {}
+    for line in _lines(text):
+        match = re.fullmatch(r"([^-/\s]+)-([^-/\s]+)\.dist-info", line.strip())
+        if match:
+            found.setdefault(match.group(1), set()).add(match.group(2))
+    return found
 
 
 def normalize_dist(name: str) -> str:

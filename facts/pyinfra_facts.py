@@ -266,6 +266,31 @@ class FileHashes(FactBase[dict[str, str | None]]):
         return parsers.parse_sha256sum(output)
 
 
+class PasswdEntry(FactBase[parsers.Account | None]):
+    """A local account (home, shell) or None: the service user's, so a re-run skips pyinfra's slower user check."""
+
+    def command(self, user: str) -> str:
+        return commands.passwd_entry(user)
+
+    def process(self, output: list[str]) -> parsers.Account | None:
+        return parsers.parse_passwd_entry(output)
+
+
+class VenvDistributions(FactBase[dict[str, set[str]]]):
+    """The distributions installed in a venv (name -> versions), from its .dist-info directories; empty without
+    the venv. What `pip freeze --all` says, without pip's ~0.8 s start."""
+
+    def command(self, venv: str) -> str:
+        return commands.venv_distributions(venv)
+
+    @staticmethod
+    def default() -> dict[str, set[str]]:
+        return {}
+
+    def process(self, output: list[str]) -> dict[str, set[str]]:
+        return parsers.parse_dist_info_names(output)
+
+
 class DirectoryListing(FactBase[dict[str, parsers.FileStamp]]):
     """Every file under a directory (relative path -> size and modification time); empty when it is missing."""
 

@@ -37,8 +37,8 @@ def pip_pin(spec: str) -> tuple[str, str] | None:
 
 
 def pip_satisfied(installed: Mapping[str, Sequence[str]], wanted: Sequence[str], absent: Sequence[str]) -> bool:
-    """Whether `pip freeze` already shows every `name==version` of `wanted` and none of `absent`: then pip has
-    nothing to do (each pip operation would ask `pip freeze` again, ~0.5 s each, to find that out). A requirement
+    """Whether the venv already holds every `name==version` of `wanted` and none of `absent`: then pip has
+    nothing to do (each pip operation would ask `pip freeze` again, ~0.8 s each, to find that out). A requirement
     that is not an exact pin is never taken as satisfied: pip decides those."""
     have = {_pip_name(name): {str(v) for v in versions} for name, versions in installed.items()}
     for spec in wanted:

@@ -53,5 +53,5 @@ def install_conda(plan: HostPlan) -> list[OperationMeta]:
     if conda.prerequisites:
         apt.packages(name="Tools to download Miniconda", packages=list(conda.prerequisites), update=True,
                      no_recommends=True)
-    service_account(plan.setup)
+    service_account(plan.setup, plan.facts.install.account if plan.facts.install else None)
     return _conda_ops(plan, conda)

@@ -99,7 +99,7 @@ def install_venv(plan: HostPlan) -> list[OperationMeta]:
         cache_time=24 * 3600,
         no_recommends=True,
     )
-    service_account(setup)
+    service_account(setup, plan.facts.install.account if plan.facts.install else None)
     finish_wheelhouse(setup)
     pip.venv(name="vLLM virtualenv", path=setup.venv, python="python3")
     installed = plan.facts.install.venv_packages if plan.facts.install else None

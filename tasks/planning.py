@@ -12,7 +12,6 @@ from pyinfra import host, logger, state
 from pyinfra.api.connectors import get_all_connectors
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.host import Host
-from pyinfra.facts.pip import PipPackages
 from pyinfra.facts.systemd import SystemdStatus
 
 from facts import pyinfra_facts as fact
@@ -181,9 +180,11 @@ def _install_query(settings: Settings) -> InstallQuery:
                                                                         pip_conf_path(settings.conda_env_prefix))}),
             FactSection("stage.conda_packages", fact.DebPackageVersions, {"packages": PREREQUISITES}),
         ]
+    if settings.vllm_runtime in ("venv", "conda"):
+        sections.append(FactSection("stage.account", fact.PasswdEntry, {"user": settings.vllm_user}))
     if settings.vllm_runtime == "venv":
-        pip = f"{settings.vllm_prefix}/venv/bin/pip"
-        sections.append(FactSection("stage.venv_packages", PipPackages, {"pip": pip}))
+        sections.append(FactSection("stage.venv_packages", fact.VenvDistributions,
+                                    {"venv": f"{settings.vllm_prefix}/venv"}))
 
     def build(values: Mapping[str, Any], os_release: OsRelease | None) -> InstallFacts:
         os_id = os_release.id if os_release else ""

@@ -14,20 +14,29 @@ from pyinfra import host
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server
 
+from facts.model import Account
 from plan.host import HostSetup
 from tasks.directory_copy import copy_directory, wait_for_copy
 
 WHEELHOUSE_MARKER = ".vllm-deploy-synced"
 
 
-def service_user(setup: HostSetup) -> None:
-    """The system account vLLM runs as (venv and conda; the docker unit runs as root)."""
+NOLOGIN = "/usr/sbin/nologin"
+
+
+def service_user(setup: HostSetup, existing: Account | None = None) -> None:
+    """The system account vLLM runs as (venv and conda; the docker unit runs as root).
+
+    `existing` is the account as planning found it: when it already has this home and shell, pyinfra's user
+    operation would change nothing, and its check (every account's groups and homes) is left out."""
+    if existing and existing.home == setup.state_dir and existing.shell == NOLOGIN:
+        return
     server.user(
         name=f"Service user {setup.user}",
         user=setup.user,
         system=True,
         home=setup.state_dir,
-        shell="/usr/sbin/nologin",
+        shell=NOLOGIN,
         create_home=False,
         ensure_home=False,  # the state directories set their own owners and modes
     )
@@ -41,9 +50,9 @@ def service_directories(setup: HostSetup, owner: str) -> None:
     files.directory(name="Config directory", path=setup.config_dir, user="root", group=owner, mode="750")
 
 
-def service_account(setup: HostSetup) -> None:
+def service_account(setup: HostSetup, existing: Account | None = None) -> None:
     """The service user, then its directories owned by it."""
-    service_user(setup)
+    service_user(setup, existing)
     service_directories(setup, owner=setup.user)
 
 

@@ -296,13 +296,28 @@ def test_a_failed_background_wheelhouse_copy_fails_the_host_before_its_marker(tm
     assert "Starting operation: Install vLLM (venv runtime) | Install vllm" not in output, "pip never runs"
 
 
-def test_pip_runs_only_when_the_venv_lacks_the_pinned_vllm(tmp_path: Path) -> None:
-    """`pip freeze` is asked once at planning; a venv that has the pin gets no pip operation at all."""
+def test_the_service_user_operation_runs_only_when_the_account_differs(tmp_path: Path) -> None:
+    """Planning reads the account; pyinfra's user check (every account's groups and homes) runs only if needed."""
     serving = serving_responses(plan_for("4090-x2-ubuntu2204", MODEL))
-    for run, frozen, expected in (("has", ["vllm==0.32.0", "torch==2.9.1"], False),
-                                  ("old", ["vllm==0.31.0", "torch==2.9.1"], True)):
+    passwd = commands.passwd_entry("vllm")
+    for run, entry, expected in (("same", "vllm:x:999:997::/opt/vllm/state:/usr/sbin/nologin", False),
+                                 ("other-home", "vllm:x:999:997::/home/vllm:/usr/sbin/nologin", True),
+                                 ("missing", "", True)):
         (tmp_path / run).mkdir()
-        responses = {**serving, "/opt/vllm/venv/bin/pip freeze --all": frozen}
+        proc, _ = run_fake_deploy(tmp_path / run, "4090-x2-ubuntu2204",
+                                  {**MODEL, "fake_responses": {**serving, passwd: [entry] if entry else []}}, None)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 0, output[-3000:]
+        assert ("Service user vllm" in output) == expected, run
+
+
+def test_pip_runs_only_when_the_venv_lacks_the_pinned_vllm(tmp_path: Path) -> None:
+    """The venv's distributions are read once at planning; a venv that has the pin gets no pip operation at all."""
+    serving = serving_responses(plan_for("4090-x2-ubuntu2204", MODEL))
+    for run, frozen, expected in (("has", ["vllm-0.32.0.dist-info", "torch-2.9.1.dist-info"], False),
+                                  ("old", ["vllm-0.31.0.dist-info", "torch-2.9.1.dist-info"], True)):
+        (tmp_path / run).mkdir()
+        responses = {**serving, commands.venv_distributions("/opt/vllm/venv"): frozen}
         proc, out = run_fake_deploy(tmp_path / run, "4090-x2-ubuntu2204", {**MODEL, "fake_responses": responses},
                                     None)
         output = proc.stdout + proc.stderr

@@ -308,3 +308,44 @@ def test_reboot_pending_when_loaded_module_differs() -> None:
     stale = HostFacts(smi=smi, nvidia_module=p.NvidiaModule("535.183.01", False))
     assert stale.reboot_pending
     assert not HostFacts(smi=smi, nvidia_module=p.NvidiaModule("570.153.02", False)).reboot_pending
+
+
+def test_a_venvs_dist_info_listing_says_what_pip_freeze_says() -> None:
+    """On this project's own virtualenv, run for real: the listing replaces `pip freeze` at planning."""
+    import subprocess
+    import sys
+
+    from facts import commands
+    from plan.packages import _pip_name
+
+    venv = sys.prefix
+    listing = subprocess.run(["sh", "-c", commands.venv_distributions(venv)], capture_output=True, text=True,
+                             check=True).stdout
+    freeze = subprocess.run([sys.executable, "-m", "pip", "freeze", "--all"], capture_output=True, text=True,
+                            check=True).stdout
+    frozen: dict[str, set[str]] = {}
+    for line in freeze.splitlines():
+        if "==" in line:
+            name, _, version = line.partition("==")
+            frozen.setdefault(_pip_name(name), set()).add(version)
+    listed = {_pip_name(name): versions for name, versions in p.parse_dist_info_names(listing).items()}
+    assert listed and listed == frozen
+    assert p.parse_dist_info_names(["ls: cannot access '/x': No such file", "README.txt", "a-1.0.dist-info/x"]) == {}
+
+
+def test_a_passwd_entry_from_getent_parses_as_the_system_reads_it() -> None:
+    import pwd
+    import subprocess
+
+    from facts import commands
+
+    entry = pwd.getpwuid(0)
+    out = subprocess.run(["sh", "-c", commands.passwd_entry(entry.pw_name)], capture_output=True, text=True,
+                         check=True).stdout
+    account = p.parse_passwd_entry(out)
+    assert account is not None
+    assert (account.name, account.uid, account.home, account.shell) == (entry.pw_name, 0, entry.pw_dir,
+                                                                        entry.pw_shell)
+    missing = subprocess.run(["sh", "-c", commands.passwd_entry("no-such-user-x")], capture_output=True,
+                             text=True, check=True).stdout
+    assert p.parse_passwd_entry(missing) is None and p.parse_passwd_entry("garbage:line") is None
