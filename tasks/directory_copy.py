@@ -19,6 +19,7 @@ import tarfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import gevent
 from pyinfra import host, logger
@@ -34,6 +35,9 @@ from tasks import remote
 # concatenate into one valid stream.
 STREAM_CHUNK = 3 << 18
 PROGRESS_SECONDS = 10.0
+# paramiko re-keys every 512 MB and holds every channel of the connection until the key exchange ends, for
+# at most its 30 s; three hosts' copies and apt on a saturated 2-core lab machine made one take longer.
+KEX_WAIT_SECONDS = 300.0
 # $1 destination; the tar stream arrives base64-encoded on stdin. Files land 0644 root (the archive's own
 # modes; --no-same-owner), new directories 0755; pipefail: a broken stream fails even if tar read a prefix.
 UNPACK_SCRIPT = 'set -euo pipefail; umask 022; mkdir -p -- "$1"; base64 -d | tar -C "$1" -x --no-same-owner -f -'
@@ -134,6 +138,7 @@ class TarStdin:
         sent = 0
         for line in base64_lines(tar_stream(self.root, self.names, self.stamps), STREAM_CHUNK):
             yield line
+            gevent.sleep(0)  # let the other hosts' greenlets and the connection's own reader run between lines
             sent += (len(line) - 1) * 3 // 4
             if (now := time.monotonic()) - last >= PROGRESS_SECONDS:
                 last = now
@@ -171,6 +176,7 @@ def copy_directory(src: str, dest: str, keep: Sequence[str] = (), delete: bool =
         stdin = TarStdin(src, send, local, label=f"[{host.name}] copying {src} to {dest}")
         logger.info(f"[{host.name}] {dest}: {len(send)} of {len(local)} file(s) to send, "
                     f"{stdin.total / 2**20:.0f} MiB{' (in the background)' if background else ''}")
+        _allow_slow_key_exchange(host)
         yield FunctionCommand(_start, (dest, stdin), {}) if background else TarUnpack(dest, stdin)
 
 
@@ -189,6 +195,15 @@ def _start(state: State, host: Host, dest: str, stdin: TarStdin) -> bool:
     arguments = {**remote.connector_arguments(host), "_stdin": stdin}
     _RUNNING[(host.name, dest)] = gevent.spawn(host.run_shell_command, TarUnpack(dest, stdin), **arguments)
     return True
+
+
+def _allow_slow_key_exchange(host: Any) -> None:
+    """Let the SSH connection's re-key take up to KEX_WAIT_SECONDS (paramiko's transport; other connectors
+    have none): the copy crosses paramiko's 512 MB re-key limit while the host is busiest."""
+    client = getattr(host.connector, "client", None)
+    transport = client.get_transport() if client is not None and hasattr(client, "get_transport") else None
+    if transport is not None:
+        transport.clear_to_send_timeout = max(transport.clear_to_send_timeout, KEX_WAIT_SECONDS)
 
 
 def _wait(state: State, host: Host, dest: str) -> bool:

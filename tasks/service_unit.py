@@ -111,14 +111,20 @@ def service_instances(plan: HostPlan, restart_all: list[OperationMeta],
         if instance.cluster is not None:
             starts.append(cluster_member(instance, changes, is_running))
             continue
-        # Serial: across the whole deployment one instance at a time is down, so the gateway always
-        # has the others of its model (two hosts restarting in parallel could leave none).
-        start = python.call(
-            name=f"{instance.unit}: {'restart' if is_running else 'start'} and verify (one instance at a time)",
-            function=restart_and_verify,
-            plan=instance,
-            _if=(lambda: True) if not is_running else _changed(changes),
-            _serial=True,
-        )
+        if not is_running:
+            # Serving nothing yet, so nothing to keep up: every host's new instance starts at once (a fleet's
+            # cold deploy would otherwise wait for each host's start in turn).
+            start = python.call(name=f"{instance.unit}: start and verify", function=restart_and_verify,
+                                plan=instance)
+        else:
+            # Serial: across the whole deployment one instance at a time is down, so the gateway always
+            # has the others of its model (two hosts restarting in parallel could leave none).
+            start = python.call(
+                name=f"{instance.unit}: restart and verify (one instance at a time)",
+                function=restart_and_verify,
+                plan=instance,
+                _if=_changed(changes),
+                _serial=True,
+            )
         starts.append(start)
     return starts

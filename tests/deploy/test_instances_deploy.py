@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-from tests.deploy.fakeserver import host_plan_for, run_fake_deploy, serving_responses
+import pytest
+
+from tests.deploy.fakeserver import host_plan_for, plan_for, run_fake_deploy, serving_responses
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SHARED = {"model": "Qwen/Qwen3-8B", "vllm_max_model_len": 8192, "vllm_instances": [
     {"name": "a", "port": 8001, "gpus": [0], "gpu_memory_utilization": 0.45},
@@ -68,3 +75,30 @@ def test_over_committed_gpu_is_refused_before_any_change(tmp_path: Path) -> None
 def test_two_instances_on_one_port_are_refused_before_any_change(tmp_path: Path) -> None:
     output = _refused_before_any_change(tmp_path, port=8001)
     assert "vllm_instances[1] (b).port: 8001 is already the port of instance 'a'" in output
+
+
+@pytest.mark.parametrize("running", [False, True])
+def test_new_instances_start_on_every_host_at_once_running_ones_restart_in_turn(tmp_path: Path,
+                                                                                 running: bool) -> None:
+    """A cold fleet starts all its hosts' vLLM together (nothing serves yet, so nothing is kept up); a restart
+    of running instances stays one at a time across the deployment, so the gateway keeps the others."""
+    profile, data = "4090-x2-ubuntu2204", {"model": "Qwen/Qwen3-8B"}
+    responses = serving_responses(plan_for(profile, data))
+    if running:  # pyinfra's SystemdStatus fact; the fake files always differ, so the running units restart
+        responses["--property SubState"] = ["Id=vllm.service", "SubState=running"]
+    lines = ["import sys", f"sys.path.insert(0, {str(ROOT)!r})", "from tests.fakehosts import fake_host_data",
+             "hosts = ["]
+    for name in ("gpu-a", "gpu-b"):
+        host = {**data, "vllm_api_key_file": str(tmp_path / "test.key"), "fake_responses": responses}
+        lines.append(f"    ('@fake/{name}', fake_host_data({profile!r}, 'converged', {host!r})),")
+    (tmp_path / "inventory.py").write_text("\n".join([*lines, "]"]) + "\n")
+    env = {**os.environ, "PYINFRA_FAKE_DELAY": "0", "PYINFRA_FAKE_DELAY_JITTER": "0"}
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "fakerun.py"), str(tmp_path / "out"),
+                           str(tmp_path / "inventory.py"), "deploy.py", "-y"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    serial = "Starting serial operation: vLLM instances | vllm: restart and verify (one instance at a time)"
+    together = "Starting operation: vLLM instances | vllm: start and verify"
+    assert (serial in output, together in output) == ((True, False) if running else (False, True)), output[-3000:]
+    assert output.count("vLLM serving 'Qwen3-8B'") == 2
