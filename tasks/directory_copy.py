@@ -35,8 +35,13 @@ from tasks import remote
 # concatenate into one valid stream.
 STREAM_CHUNK = 3 << 18
 PROGRESS_SECONDS = 10.0
-# paramiko re-keys every 512 MB and holds every channel of the connection until the key exchange ends, for
-# at most its 30 s; three hosts' copies and apt on a saturated 2-core lab machine made one take longer.
+# paramiko starts a re-key after 512 MB in either direction. While a re-key it started is pending, its transport
+# thread answers a channel's close (the other commands a host runs meanwhile: facts, apt) with a message that waits
+# for that same re-key, so the connection hangs until paramiko gives up ("Key-exchange timed out waiting for key
+# negotiation", paramiko issue #822). It hit one host in three on a loaded 2-core run. A re-key the server starts
+# has no such window; OpenSSH's sshd starts one after 1 to 4 GB (its RekeyLimit), so keys still change.
+CLIENT_REKEY_LIMIT = 1 << 62
+# How long a user message may wait for a re-key to finish (paramiko's default: 30 s) on a saturated host.
 KEX_WAIT_SECONDS = 300.0
 # $1 destination; the tar stream arrives base64-encoded on stdin. Files land 0644 root (the archive's own
 # modes; --no-same-owner), new directories 0755; pipefail: a broken stream fails even if tar read a prefix.
@@ -176,7 +181,7 @@ def copy_directory(src: str, dest: str, keep: Sequence[str] = (), delete: bool =
         stdin = TarStdin(src, send, local, label=f"[{host.name}] copying {src} to {dest}")
         logger.info(f"[{host.name}] {dest}: {len(send)} of {len(local)} file(s) to send, "
                     f"{stdin.total / 2**20:.0f} MiB{' (in the background)' if background else ''}")
-        _allow_slow_key_exchange(host)
+        _leave_rekeying_to_the_server(host)
         yield FunctionCommand(_start, (dest, stdin), {}) if background else TarUnpack(dest, stdin)
 
 
@@ -197,13 +202,19 @@ def _start(state: State, host: Host, dest: str, stdin: TarStdin) -> bool:
     return True
 
 
-def _allow_slow_key_exchange(host: Any) -> None:
-    """Let the SSH connection's re-key take up to KEX_WAIT_SECONDS (paramiko's transport; other connectors
-    have none): the copy crosses paramiko's 512 MB re-key limit while the host is busiest."""
+def _leave_rekeying_to_the_server(host: Any) -> None:
+    """Apply `leave_rekeying_to_the_server` to the host's SSH connection, where it is paramiko's (the default)."""
     client = getattr(host.connector, "client", None)
     transport = client.get_transport() if client is not None and hasattr(client, "get_transport") else None
     if transport is not None:
-        transport.clear_to_send_timeout = max(transport.clear_to_send_timeout, KEX_WAIT_SECONDS)
+        leave_rekeying_to_the_server(transport)
+
+
+def leave_rekeying_to_the_server(transport: Any) -> None:
+    """Stop this paramiko transport from starting re-keys (see CLIENT_REKEY_LIMIT) and let a user message wait
+    KEX_WAIT_SECONDS for one the server starts: the copy crosses 512 MB while the host is busiest."""
+    transport.packetizer.REKEY_BYTES = transport.packetizer.REKEY_PACKETS = CLIENT_REKEY_LIMIT
+    transport.clear_to_send_timeout = max(transport.clear_to_send_timeout, KEX_WAIT_SECONDS)
 
 
 def _wait(state: State, host: Host, dest: str) -> bool:
