@@ -44,6 +44,10 @@ def lab_settings(**overrides: Any) -> dict[str, Any]:
     }
     data.update(overrides)
     return data
+# pyinfra's error lines ("[host] Error: ...", "--> pyinfra error: ..."), tracebacks and failed commands; the
+# results table's rows ("Stage | operation   2  1  1  -") and header name "Error" too and are left out.
+ERROR_LINE = re.compile(r"(?i)error|failed|traceback|exception|timed? ?out")
+RESULTS_ROW = re.compile(r"(\|.*(\s+([0-9]+|-)){4}\s*$)|^\s*Operation\s+Hosts")
 
 
 @dataclass
@@ -60,6 +64,14 @@ class RunResult:
                 value = cells[3]
                 return 0 if value == "-" else int(value)
         raise AssertionError(f"no results table in pyinfra output:\n{self.output[-3000:]}")
+
+    def failure(self, tail: int = 6000) -> str:
+        """What a failed run's assertion shows: every error line first (a failed host's error is printed where
+        it happened, often long before the tail, which is the results table), then the output's tail."""
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", self.output)
+        errors = [line for line in plain.splitlines()
+                  if ERROR_LINE.search(line) and not RESULTS_ROW.search(line)][:60]
+        return "error lines:\n" + "\n".join(errors) + f"\n--- output tail ---\n{plain[-tail:]}"
 
 
 def lab_host(host: Any, sudo_user: bool = False, **overrides: Any) -> tuple[str, dict[str, Any]]:

@@ -77,7 +77,7 @@ def deployed(hostlab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def test_fresh_host_is_deployed_and_serves(deployed: Deployed) -> None:
-    assert deployed.first.returncode == 0, deployed.first.output[-5000:]
+    assert deployed.first.returncode == 0, deployed.first.failure(5000)
     assert "vLLM plan for" in deployed.first.output
     assert "vLLM serving 'tiny'" in deployed.first.output
     # pip's minutes of silence show as progress: packages in the venv out of those pip resolved.
@@ -116,7 +116,7 @@ def test_deploy_records_vllms_own_figures_beside_the_plan(deployed: Deployed) ->
     The CPU plan sets the KV cache bytes (--kv-cache-memory-bytes), so tokens and concurrency must agree
     exactly; the GiB figure differs only by the log's two decimals (0.0625 is printed 0.06).
     """
-    assert deployed.first.returncode == 0, deployed.first.output[-5000:]
+    assert deployed.first.returncode == 0, deployed.first.failure(5000)
     assert "tool call answered (hermes parser)" in deployed.first.output
     assert "calibration of vllm: predicted vs vLLM's own figures" in deployed.first.output
     print("\n" + deployed.first.output[deployed.first.output.index("calibration of vllm"):].split("\n[", 1)[0])
@@ -140,7 +140,7 @@ def test_deploy_records_vllms_own_figures_beside_the_plan(deployed: Deployed) ->
 
 def test_second_run_changes_nothing(deployed: Deployed) -> None:
     again = deployed.run()
-    assert again.returncode == 0, again.output[-5000:]
+    assert again.returncode == 0, again.failure(5000)
     assert again.changed == 0, again.output[-5000:]
 
 
@@ -209,7 +209,7 @@ def test_deploy_recovers_a_unit_that_hit_its_start_limit(deployed: Deployed) -> 
     refused = host.run("systemctl start vllm", check=False)
     assert refused.returncode != 0, "the cause is gone, but the start limit still refuses a plain start"
     again = deployed.run()
-    assert again.returncode == 0, again.output[-5000:]
+    assert again.returncode == 0, again.failure(5000)
     assert "vLLM serving 'tiny'" in again.output
     assert_serving(deployed.host)
 
@@ -233,7 +233,7 @@ def test_health_wait_has_a_deadline_and_ends_when_vllm_dies(deployed: Deployed) 
         host.run("rm -r /run/systemd/system/vllm.service.d && systemctl daemon-reload")
     assert failed.returncode != 0 and elapsed < 60, (elapsed, failed.stderr)
     again = deployed.run()
-    assert again.returncode == 0, again.output[-5000:]
+    assert again.returncode == 0, again.failure(5000)
     assert "vLLM serving 'tiny'" in again.output
 
 
@@ -250,7 +250,7 @@ def test_kill_9_is_restarted_by_systemd_and_verifies(deployed: Deployed) -> None
     else:
         pytest.fail("systemd did not restart vllm within 60 s")
     check = deployed.run("verify.py")
-    assert check.returncode == 0, check.output[-5000:]
+    assert check.returncode == 0, check.failure(5000)
     assert "vLLM serving 'tiny'" in check.output
     assert_serving(deployed.host)
 
@@ -258,8 +258,8 @@ def test_kill_9_is_restarted_by_systemd_and_verifies(deployed: Deployed) -> None
 def test_reboot_brings_the_service_back(deployed: Deployed) -> None:
     boot = deployed.host.boot_id()
     reboot = deployed.run("server.reboot")
-    assert reboot.returncode == 0, reboot.output[-5000:]
+    assert reboot.returncode == 0, reboot.failure(5000)
     assert deployed.host.boot_id() != boot
     check = deployed.run("verify.py")
-    assert check.returncode == 0, check.output[-5000:]
+    assert check.returncode == 0, check.failure(5000)
     assert_serving(deployed.host)

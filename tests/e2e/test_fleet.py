@@ -13,7 +13,7 @@ pytestmark = pytest.mark.hosts
 def test_three_hosts_in_one_run(fresh_host) -> None:
     hosts = [fresh_host(f"fleet-{i}") for i in range(3)]
     result = run_pyinfra([lab_host(h) for h in hosts])
-    assert result.returncode == 0, result.output[-6000:]
+    assert result.returncode == 0, result.failure()
     assert result.output.count("vLLM serving 'tiny'") == 3
     for host in hosts:
         assert_serving(host)

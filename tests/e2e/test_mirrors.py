@@ -72,7 +72,7 @@ def switched(hostlab: Lab) -> Iterator[Switched]:
 
 
 def test_custom_mirror_replaces_the_sources_and_keeps_the_hosts_own(switched: Switched) -> None:
-    assert switched.first.returncode == 0, switched.first.output[-3000:]
+    assert switched.first.returncode == 0, switched.first.failure(3000)
     assert switched.first.changed == 2, "our sources file written, the host's file moved aside"
     mirror = switched.read(MANAGED_FILE)
     assert mirror is not None, f"{MANAGED_FILE} missing"
@@ -100,13 +100,13 @@ def test_apt_updates_and_installs_through_the_mirror(switched: Switched) -> None
 
 def test_second_run_with_the_same_preset_changes_nothing(switched: Switched) -> None:
     again = switched.deploy("custom")
-    assert again.returncode == 0, again.output[-3000:]
+    assert again.returncode == 0, again.failure(3000)
     assert again.changed == 0, again.output[-3000:]
 
 
 def test_switching_back_to_upstream_restores_the_hosts_sources(switched: Switched) -> None:
     back = switched.deploy("upstream")
-    assert back.returncode == 0, back.output[-3000:]
+    assert back.returncode == 0, back.failure(3000)
     assert back.changed == 1, back.output[-3000:]
     assert switched.read(MANAGED_FILE) is None
     assert switched.read(ORIGINAL) == switched.original

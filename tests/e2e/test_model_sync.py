@@ -68,7 +68,7 @@ def test_interrupted_sync_resumes_to_an_identical_copy(fresh_host, big_model: Pa
     assert host.run(f"test -e {model_dir}/{MARKER}", check=False).returncode != 0, "no marker after a cut sync"
 
     resumed = run_pyinfra([entry], "tests/e2e/model_only.py")
-    assert resumed.returncode == 0, resumed.output[-4000:]
+    assert resumed.returncode == 0, resumed.failure(4000)
     expected = "\n".join(sorted(local_manifest(big_model).splitlines())) + "\n"
     assert host_checksums(host, model_dir) == expected
     assert host.run(f"cat {model_dir}/{MARKER}").stdout.strip()
@@ -76,7 +76,7 @@ def test_interrupted_sync_resumes_to_an_identical_copy(fresh_host, big_model: Pa
     # A damaged copy (marker gone, a file truncated) is repaired; a complete one is left alone.
     host.run(f"rm {model_dir}/{MARKER} && truncate -s 100 {model_dir}/config.json")
     repaired = run_pyinfra([entry], "tests/e2e/model_only.py")
-    assert repaired.returncode == 0, repaired.output[-4000:]
+    assert repaired.returncode == 0, repaired.failure(4000)
     assert host_checksums(host, model_dir) == expected
     untouched = run_pyinfra([entry], "tests/e2e/model_only.py")
     assert untouched.returncode == 0 and untouched.changed == 0, untouched.output[-4000:]

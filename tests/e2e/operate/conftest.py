@@ -38,7 +38,7 @@ def operated(hostlab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             # which node exporter leaves out like every virtual filesystem, so the disk alert would see none.
             host.run("mkdir -p /srv/models && mount -t tmpfs -o size=512m,mode=755 vllm-models /srv/models")
         result = story.deploy()
-        assert result.returncode == 0, result.output[-8000:]
+        assert result.returncode == 0, result.failure(8000)
         story.fetch_cert()
         yield story
     finally:

@@ -58,7 +58,7 @@ def bench_run(operated: Story, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 def test_bench_runs_on_the_gateway_host_only_with_progress(bench_run: dict, operated: Story) -> None:
     result = bench_run["result"]
-    assert result.returncode == 0, result.output[-8000:]
+    assert result.returncode == 0, result.failure(8000)
     for position, level in enumerate(LEVELS, start=1):
         assert f"bench: concurrency {level} ({position}/{len(LEVELS)}), {PROMPTS} requests" in result.output
         assert f"[{operated.a.ip}] bench concurrency {level} ({position}/{len(LEVELS)}): " in result.output

@@ -123,5 +123,5 @@ def test_prometheus_hands_alerts_to_alertmanager_and_the_stack_rerun_changes_not
     names = {rule["name"] for group in json.loads(rules)["data"]["groups"] for rule in group["rules"]}
     assert names == {rule.name for rule in _monitoring_plan(operated).rules}, names
     again = operated.deploy()
-    assert again.returncode == 0, again.output[-5000:]
+    assert again.returncode == 0, again.failure(5000)
     assert again.changed == 0, again.output[-6000:]

@@ -79,6 +79,6 @@ def test_frozen_engine_is_restarted_and_clients_are_served(operated: Story) -> N
                                              f"when the engine froze: {loop.failures[:5]}")
     print(f"watchdog: {loop.done} requests, {len(loop.failures)} failed, {in_flight} in flight at the freeze")
     check = operated.deploy(script="verify.py")
-    assert check.returncode == 0, check.output[-5000:]
+    assert check.returncode == 0, check.failure(5000)
     assert f"{UNIT}: verify" in check.output
     assert _engine_core_pid(a, UNIT) != engine

@@ -38,8 +38,8 @@ def _deploy(story: Story, script: str = "deploy.py", b_extra: dict | None = None
 
 
 def _shown(result: RunResult) -> str:
-    """The run's output up to pyinfra's results table (where a failed operation's reason is), last part."""
-    return result.output.split("--> Results")[0][-8000:]
+    """The run's error lines, then its output's last part."""
+    return result.failure(8000)
 
 
 def _unit_value(host: TestHost, prop: str) -> str:
