@@ -1,8 +1,9 @@
 """A fresh Debian 12 server bootstrapped for real: venv runtime, vLLM's CPU build, the tiny model.
 
 Real systemd, real SSH, a real vLLM process; the deploy runs through the pyinfra
-CLI exactly as a user would run it. One host is deployed once per module and the
-tests that follow build on it (re-run, kill -9, reboot).
+CLI exactly as a user would run it. The module's one deploy takes three fresh hosts in one run (each verified
+and serving); the two fleet hosts stop after their check, and the tests that follow build on the main one
+(re-run, kill -9, reboot).
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ TOOLS = {"vllm_tool_calling": True, "vllm_tool_call_parser": "hermes",
 
 
 class Deployed:
-    def __init__(self, host: TestHost, first: RunResult, calibration: Path):
+    def __init__(self, host: TestHost, fleet: list[TestHost], first: RunResult, calibration: Path):
         self.host = host
+        self.fleet = fleet
         self.first = first
         self.calibration = calibration
 
@@ -65,15 +67,17 @@ class Deployed:
 @pytest.fixture(scope="module")
 def deployed(hostlab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     host = hostlab.add_host("e2e-main")
+    fleet = [hostlab.add_host(f"fleet-{i}") for i in (1, 2)]
     # The deploy (a pyinfra subprocess) inherits this environment: its calibration records land here.
     calibration = tmp_path_factory.mktemp("bootstrap-calibration") / "calibration.jsonl"
     with pytest.MonkeyPatch.context() as env:
         env.setenv("VLLM_DEPLOY_CALIBRATION", str(calibration))
-        first = run_pyinfra([lab_host(host, **TOOLS)])
+        first = run_pyinfra([lab_host(h, **TOOLS) for h in (host, *fleet)])
         try:
-            yield Deployed(host, first, calibration)
+            yield Deployed(host, fleet, first, calibration)
         finally:
-            host.kill()
+            for each in (host, *fleet):
+                each.kill()
 
 
 def test_fresh_host_is_deployed_and_serves(deployed: Deployed) -> None:
@@ -81,7 +85,8 @@ def test_fresh_host_is_deployed_and_serves(deployed: Deployed) -> None:
     assert "vLLM plan for" in deployed.first.output
     assert "vLLM serving 'tiny'" in deployed.first.output
     # pip's minutes of silence show as progress: packages in the venv out of those pip resolved.
-    progress = [int(m.group(1)) for m in re.finditer(r"pip: installing, (\d+)/\d+ package", deployed.first.output)]
+    progress = [int(m.group(1)) for m in re.finditer(
+        rf"\[{re.escape(deployed.host.ip)}\] pip: installing, (\d+)/\d+ package", deployed.first.output)]
     assert progress, "no pip progress in the output of the fresh deploy"
     assert progress == sorted(progress), progress
     assert_serving(deployed.host)
@@ -108,6 +113,18 @@ def test_fresh_host_is_deployed_and_serves(deployed: Deployed) -> None:
     journal = deployed.host.journal("vllm", 400)
     # vLLM's own lines, not systemd's "Started": with Type=exec that would only say the exec happened.
     assert "Starting vLLM server on http://0.0.0.0:8000" in journal and "Application startup complete" in journal
+
+
+def test_three_fresh_hosts_in_one_run_are_each_verified_and_serving(deployed: Deployed) -> None:
+    """The fleet hosts were deployed in the main host's run; they stop here, which frees the lab for the rest."""
+    try:
+        assert deployed.first.returncode == 0, deployed.first.failure(5000)
+        for host in (deployed.host, *deployed.fleet):
+            assert f"[{host.ip}] vLLM serving 'tiny'" in deployed.first.output, host.name
+            assert_serving(host)
+    finally:
+        for host in deployed.fleet:
+            host.kill()
 
 
 def test_deploy_records_vllms_own_figures_beside_the_plan(deployed: Deployed) -> None:
