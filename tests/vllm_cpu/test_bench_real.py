@@ -15,12 +15,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import secrets
 import ssl
 import subprocess
 import threading
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +34,7 @@ from bench.command import (
 )
 from bench.report import Slo, level_from_result, write_report
 from tests.vllm_cpu.realparser import require_controller_python
-from tests.vllm_cpu.tinyserver import TinyServer, ensure_tiny_model, start_tiny_server
+from tests.vllm_cpu.tinyserver import TinyServer, ensure_tiny_model
 
 pytestmark = pytest.mark.vllm
 
@@ -80,12 +78,9 @@ def _counter(server: TinyServer, name: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyServer]:
-    python = require_controller_python()
-    srv = start_tiny_server(python, ensure_tiny_model(python), tmp_path_factory.mktemp("vllm"),
-                            served_name=SERVED, api_key=secrets.token_hex(16))
-    yield srv
-    srv.stop()
+def server(tiny_server: TinyServer) -> TinyServer:
+    """The package's shared server (tests/vllm_cpu/conftest.py)."""
+    return tiny_server
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,17 @@
 """A real vLLM server (CPU build) on the tiny local model answers the OpenAI API on loopback.
 
-One server per module (start ≈ 15–30 s on 2 cores), with an API key set through VLLM_API_KEY as
-the deployed unit's environment file does; stopped by SIGTERM to its pid in the last test.
+The package's shared server (start ≈ 15–30 s on 2 cores; bench's tests use it first), with an API key set
+through VLLM_API_KEY as the deployed unit's environment file does; stopped by SIGTERM to its pid in the last test.
 """
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.vllm_cpu.realparser import require_controller_python
-from tests.vllm_cpu.tinyserver import TinyServer, ensure_tiny_model, start_tiny_server
+from tests.vllm_cpu.tinyserver import TinyServer, ensure_tiny_model
 
 pytestmark = pytest.mark.vllm
 
@@ -26,11 +24,9 @@ def model() -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyServer]:
-    srv = start_tiny_server(require_controller_python(), model, tmp_path_factory.mktemp("vllm"),
-                            served_name=SERVED, api_key=secrets.token_hex(16))
-    yield srv
-    srv.stop()
+def server(tiny_server: TinyServer) -> TinyServer:
+    """The package's shared server (tests/vllm_cpu/conftest.py), which the last test here stops."""
+    return tiny_server
 
 
 def test_models_lists_served_name_and_context(server: TinyServer, model: Path) -> None:
