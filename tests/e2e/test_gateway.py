@@ -166,8 +166,8 @@ def test_rolling_update_fails_no_request(story: Story) -> None:
     story.overrides = {"vllm_max_num_seqs": 16}
     result_box: list[RunResult] = []
     deploy = threading.Thread(target=lambda: result_box.append(story.deploy()))
-    # Two clients keep a request in flight all the time; four made each of the four restarts take ~80 s on two
-    # cores (the starting vLLM competes with the ones serving), for no more requests at the moment of a stop.
+    # Two clients keep requests in flight through every restart. With four, each of the four restarts took ~80 s
+    # on two cores: the starting vLLM competes for them with the instances serving the load.
     with LoadLoop(story, requests=100_000, clients=2) as loop:
         loop.wait_for(20)
         deploy.start()
