@@ -48,7 +48,7 @@ def lab_settings(**overrides: Any) -> dict[str, Any]:
 
 # pyinfra's error lines ("[host] Error: ...", "--> pyinfra error: ..."), tracebacks and failed commands; the
 # results table's rows ("Stage | operation   2  1  1  -") and header name "Error" too and are left out.
-ERROR_LINE = re.compile(r"(?i)error|failed|traceback|exception|timed? ?out")
+ERROR_LINE = re.compile(r"(?i)error|failed|traceback|exception|timed out")
 RESULTS_ROW = re.compile(r"(\|.*(\s+([0-9]+|-)){4}\s*$)|^\s*Operation\s+Hosts")
 
 
