@@ -2,8 +2,8 @@
 
 Stages, in order: settings (validated host data) -> facts -> plan (printed,
 and the host fails here with reasons if a model does not fit) -> NVIDIA driver
-(installed, rebooted into and checked when missing or old) -> install (a local
-model's copy travels in the background meanwhile) -> model files -> API key ->
+(installed, rebooted into and checked when missing or old) -> install (a model's
+copy or hub download runs in the background meanwhile) -> model files -> API key ->
 instances (each restarted and verified in turn) -> gateway -> watchdog ->
 monitoring (exporters, Prometheus, Alertmanager, Grafana).
 Nothing changes on any host until every host has a plan, so bad input stops the
@@ -17,7 +17,7 @@ from tasks.gateway import gateway
 from tasks.install_conda import install_conda
 from tasks.install_docker import install_docker
 from tasks.install_venv import install_venv
-from tasks.model_files import model_files, start_model_copies
+from tasks.model_files import model_files, start_model_transfers
 from tasks.monitoring import monitoring
 from tasks.nvidia_driver import nvidia_driver
 from tasks.planning import plan_for_current_host
@@ -30,7 +30,7 @@ apt_sources(plan)
 logger.info(plan.driver.summary())
 nvidia_driver(plan.driver)
 
-start_model_copies(plan)  # local models travel while the runtime installs; model_files waits and verifies
+start_model_transfers(plan)  # copies and hub downloads run while the runtime installs; model_files waits, verifies
 install = {"docker": install_docker, "conda": install_conda}.get(plan.setup.runtime, install_venv)
 restart_all = install(plan) + api_key_files(plan)
 restarts = service_instances(plan, restart_all=restart_all, restart_model=model_files(plan))

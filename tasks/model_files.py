@@ -8,8 +8,10 @@ manifest's digest makes a complete copy a no-op next time.
 
 A hub source is downloaded on the host by a systemd oneshot that then runs
 remote/model_check.py (uploaded): the repository's file list against the
-directory, then the manifest and the marker. After it, every instance serving the
-model is re-sized from the downloaded config.json (plan/replan.py).
+directory, then the manifest and the marker. deploy.py starts it before the runtime
+installs, so the weights and vLLM's packages (or image) arrive at once; `model_files`
+waits for it. After it, every instance serving the model is re-sized from the
+downloaded config.json (plan/replan.py).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ DOWNLOAD_UNIT = "vllm-model-download"
 # remote/model_check.py, uploaded under the prefix and run by the download unit.
 CHECK_SCRIPT = "model-check.py"
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-# (host name, model directory) of the copies start_model_copies put in the background.
+# (host name, model directory) of the copies and downloads start_model_transfers put in the background.
 _STARTED: set[tuple[str, str]] = set()
 
 
@@ -87,13 +89,20 @@ def _local_copy_needed(model: ModelPlan) -> bool:
     return not (marker and marker[0].strip() == _local_manifest(model.local_path)[1])
 
 
-def start_model_copies(plan: HostPlan) -> None:
-    """Start each local model's copy that the host needs in the background: its bytes travel while the runtime
-    installs (minutes each, for a large model and vLLM's packages); `model_files` waits for it, then verifies."""
-    for model in plan.models:
-        if model.source == "local" and _local_copy_needed(model):
+def start_model_transfers(plan: HostPlan) -> None:
+    """Start, in the background, each model transfer the host needs: a local model's copy, or a hub model's download
+    unit. Its bytes travel while the runtime installs (minutes each, for a large model and vLLM's packages or
+    image); `model_files` waits for it, then verifies. Call it after the driver stage, whose reboot would cut it."""
+    for index, model in enumerate(plan.models):
+        if model.source == "local":
+            if not _local_copy_needed(model):
+                continue
             _copy_model(model, background=True)
-            _STARTED.add((host.name, model.host_dir))
+        elif _download_done(model):
+            continue
+        else:
+            _start_download(plan, model, index)
+        _STARTED.add((host.name, model.host_dir))
 
 
 def _copy_model(model: ModelPlan, background: bool) -> None:
@@ -137,9 +146,25 @@ def download(plan: HostPlan, model: ModelPlan, index: int) -> list[OperationMeta
     list and writes the manifest and the marker only when every file is complete;
     then the plan is checked against the downloaded config.json.
     """
-    marker = host.get_fact(FileContents, path=f"{model.host_dir}/{MARKER}")
-    if marker:
+    if _download_done(model):
         return []
+    if (host.name, model.host_dir) not in _STARTED:
+        _start_download(plan, model, index)
+    return [
+        python.call(name=f"Download {model.name} from {model.source}", function=wait_for_download, model=model,
+                    unit=f"{download_unit(index)}.service"),
+        python.call(name=f"Check the plan against {model.name}'s downloaded config.json",
+                    function=check_plan_against_download, model=model, instances=_serving(plan, model)),
+    ]
+
+
+def _download_done(model: ModelPlan) -> bool:
+    """The check's marker is there: every file of the hub's list was complete when the download last ran."""
+    return bool(host.get_fact(FileContents, path=f"{model.host_dir}/{MARKER}"))
+
+
+def _start_download(plan: HostPlan, model: ModelPlan, index: int) -> None:
+    """The hub CLI, the completeness check and the download unit, then the unit started without waiting."""
     unit = download_unit(index)
     hub_venv = f"{plan.setup.prefix}/hub-venv"
     checker = f"{plan.setup.prefix}/{CHECK_SCRIPT}"
@@ -156,12 +181,8 @@ def download(plan: HostPlan, model: ModelPlan, index: int) -> list[OperationMeta
         mode="644",
         **download_unit_values(plan.host, model, hub_venv, checker),
     )
-    return [
-        python.call(name=f"Download {model.name} from {model.source}", function=run_download, model=model,
-                    unit=f"{unit}.service"),
-        python.call(name=f"Check the plan against {model.name}'s downloaded config.json",
-                    function=check_plan_against_download, model=model, instances=_serving(plan, model)),
-    ]
+    python.call(name=f"Start downloading {model.name} from {model.source}", function=start_download,
+                unit=f"{unit}.service")
 
 
 def download_unit_values(host_name: str, model: ModelPlan, hub_venv: str, checker: str) -> dict[str, str]:
@@ -239,32 +260,42 @@ def check_plan_against_download(model: ModelPlan, instances: list[tuple[ServiceP
     logger.info(f"[{host.name}] {model.name}: the downloaded config.json confirms the plan")
 
 
-def run_download(model: ModelPlan, unit: str) -> None:
-    """Start the oneshot and show bytes and rate until it finishes; fail with its journal.
+def start_download(unit: str) -> None:
+    """Start the oneshot without waiting: a download already running (a cut run's) goes on, a finished one again
+    (the hub CLI skips complete files, and the check writes the marker)."""
+    ok, out = remote.run(f"systemctl daemon-reload && systemctl start --no-block {sh(unit)}")
+    if not ok:
+        raise OperationError(f"cannot start {unit}: {' '.join(out.stderr_lines)}")
+
+
+def wait_for_download(model: ModelPlan, unit: str) -> None:
+    """Show bytes and rate until the oneshot finishes; fail with its journal.
 
     The journal ends with the completeness check's report, which names every missing or
-    short file, so the failure says what is wrong without a login to the host.
+    short file, so the failure says what is wrong without a login to the host. The unit
+    counts as finished only with no job of it queued: until the start job runs, a failed
+    earlier attempt's state would read as this one's.
     """
-    remote.run(f"systemctl daemon-reload && systemctl start --no-block {sh(unit)}")
     start = last_time = time.monotonic()
-    last_bytes = 0.0
+    last_bytes: float | None = None
     while True:
-        gevent.sleep(5)
         _, out = remote.run(
-            f"systemctl show -p ActiveState,Result {sh(unit)}; du -sb {sh(model.host_dir)} 2>/dev/null | cut -f1")
+            f"systemctl show -p ActiveState,Result {sh(unit)}; "
+            f"echo Jobs=$(systemctl list-jobs --no-legend {sh(unit)} 2>/dev/null | wc -l); "
+            f"du -sb {sh(model.host_dir)} 2>/dev/null | cut -f1")
         lines = out.stdout_lines
         state = dict(line.split("=", 1) for line in lines if "=" in line)
         size = float(next((line for line in lines if line.isdigit()), 0))
         now = time.monotonic()
-        rate = (size - last_bytes) / max(now - last_time, 1e-6)
+        rate = "" if last_bytes is None else f", {(size - last_bytes) / max(now - last_time, 1e-6) / 2**20:.1f} MiB/s"
         last_bytes, last_time = size, now
-        logger.info(f"[{host.name}] downloading {model.name}: {size / 2**30:.2f} GiB, "
-                    f"{rate / 2**20:.1f} MiB/s, {now - start:.0f}s")
+        logger.info(f"[{host.name}] downloading {model.name}: {size / 2**30:.2f} GiB{rate}, {now - start:.0f}s")
         if "ActiveState" not in state:
             raise OperationError(f"cannot read the state of {unit} (systemctl show printed {lines!r})")
-        if state.get("ActiveState") in ("inactive", "failed"):
+        if state.get("ActiveState") in ("inactive", "failed") and state.get("Jobs", "0").strip() == "0":
             if state.get("Result") != "success":
                 _, journal = remote.run(f"journalctl -u {sh(unit)} -n 40 --no-pager -o cat")
                 raise OperationError(f"model download failed ({state.get('Result')}):\n"
                                      + "\n".join(journal.stdout_lines))
             return
+        gevent.sleep(5)

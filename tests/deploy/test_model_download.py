@@ -83,6 +83,9 @@ def test_oneshot_checks_the_file_list_before_the_marker_then_serves(tmp_path: Pa
     replan = _index(commands, downloaded_config_command(plan.model.host_dir))
     start = next(i for i, c in enumerate(commands) if re.search(r"systemctl (re)?start .*vllm\.service", c))
     assert download < replan < start, "re-planned from config.json after the download, before vLLM starts"
+    install = _index(commands, "/opt/vllm/venv/bin/pip install")
+    waited = _index(commands, f"systemctl show -p ActiveState,Result {UNIT}")
+    assert download < install < waited, "the weights download while vLLM installs; the wait comes after"
     assert "the downloaded config.json confirms the plan" in output
     assert "vLLM serving 'Qwen3-8B'" in output
 
