@@ -268,6 +268,13 @@ def start_download(unit: str) -> None:
         raise OperationError(f"cannot start {unit}: {' '.join(out.stderr_lines)}")
 
 
+def download_progress(size: float, weight_bytes: int | None) -> str:
+    """`3.20 GiB`, or `3.20/16.38 GiB (20%)` when the checkpoint's size is known from its metadata."""
+    if not weight_bytes:
+        return f"{size / 2**30:.2f} GiB"
+    return f"{size / 2**30:.2f}/{weight_bytes / 2**30:.2f} GiB ({min(size / weight_bytes, 1.0):.0%})"
+
+
 def wait_for_download(model: ModelPlan, unit: str) -> None:
     """Show bytes and rate until the oneshot finishes; fail with its journal.
 
@@ -289,7 +296,8 @@ def wait_for_download(model: ModelPlan, unit: str) -> None:
         now = time.monotonic()
         rate = "" if last_bytes is None else f", {(size - last_bytes) / max(now - last_time, 1e-6) / 2**20:.1f} MiB/s"
         last_bytes, last_time = size, now
-        logger.info(f"[{host.name}] downloading {model.name}: {size / 2**30:.2f} GiB{rate}, {now - start:.0f}s")
+        logger.info(f"[{host.name}] downloading {model.name}: {download_progress(size, model.weight_bytes)}{rate}, "
+                    f"{now - start:.0f}s")
         if "ActiveState" not in state:
             raise OperationError(f"cannot read the state of {unit} (systemctl show printed {lines!r})")
         if state.get("ActiveState") in ("inactive", "failed") and state.get("Jobs", "0").strip() == "0":

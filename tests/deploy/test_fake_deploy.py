@@ -169,7 +169,8 @@ def test_hub_download_runs_once_in_a_oneshot_unit(tmp_path: Path, source: str, p
     commands = (out / "commands.txt").read_text()
     assert commands.count("systemctl start --no-block vllm-model-download.service") == 1
     assert "pypi.tuna.tsinghua.edu.cn" in commands if preset == "tuna" else "--index-url" not in commands
-    assert "downloading Qwen/Qwen3-8B" in proc.stdout + proc.stderr
+    gib = plan.model.weight_bytes / 2**30  # the fake unit's directory holds the whole checkpoint
+    assert f"downloading Qwen/Qwen3-8B: {gib:.2f}/{gib:.2f} GiB (100%)" in proc.stdout + proc.stderr
 
 
 def test_pending_reboot_is_named_and_secure_boot_warned() -> None:

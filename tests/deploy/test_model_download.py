@@ -23,7 +23,7 @@ from plan.service import build_plan
 from plan.settings import load_instances
 from remote import model_check
 from sizing.catalog import find_model
-from tasks.model_files import MARKER, downloaded_config_command
+from tasks.model_files import MARKER, download_progress, downloaded_config_command
 from tests.deploy.fakeserver import plan_for, run_fake_deploy, serving_responses
 from tests.fakehosts import fake_host_data, make_fake_state
 
@@ -147,3 +147,10 @@ def test_second_run_plans_from_the_downloaded_config_and_skips_the_download(tmp_
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert not (out / "files/etc/systemd/system/vllm-model-download.service").exists()
     assert "--max-model-len 8192" in (out / "files/etc/systemd/system/vllm.service").read_text()
+
+
+def test_download_progress_shows_the_total_when_the_checkpoint_size_is_known() -> None:
+    assert download_progress(3 * 2**30, None) == "3.00 GiB"
+    assert download_progress(2**30, 4 * 2**30) == "1.00/4.00 GiB (25%)"
+    # The directory also holds the config and tokenizer files, so it can pass the weights' size.
+    assert download_progress(4.1 * 2**30, 4 * 2**30) == "4.10/4.00 GiB (100%)"
