@@ -10,6 +10,7 @@ from pyinfra.operations import files, server
 
 from plan.apt_mirror import MANAGED_FILE, AptMirrorPlan, move_commands
 from plan.host import HostPlan
+from tasks.apt_lists import refreshed
 
 
 def apt_mirror(apt: AptMirrorPlan) -> list[OperationMeta]:
@@ -35,4 +36,5 @@ def apt_sources(plan: HostPlan) -> list[OperationMeta]:
     if ops:
         ops.append(server.shell(name="apt lists from the new sources", commands=[
             "apt-get update -q && mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/update-success-stamp"]))
+        refreshed()
     return ops

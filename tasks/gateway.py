@@ -26,6 +26,7 @@ from pyinfra.operations import apt, files, python, server, systemd
 
 from plan.gateway import GatewayPlan
 from plan.host import HostPlan
+from tasks.apt_lists import update_once
 from tasks.secret_files import secret_file
 from tasks.verify import curl
 
@@ -65,8 +66,8 @@ def gateway(plan: HostPlan, restarts: list[OperationMeta] | None = None) -> None
     g = plan.gateway
     if g is None:
         return
-    packages = apt.packages(name="nginx and tools", packages=list(g.apt_packages), update=True,
-                            cache_time=24 * 3600, no_recommends=True)
+    packages = apt.packages(name="nginx and tools", packages=list(g.apt_packages), no_recommends=True,
+                            **update_once())
     files.directory(name="Gateway staging directory", path=g.staging, user="root", group="root", mode="700")
     changes = [packages, *(_certificate(g) if g.tls else [])]
     changes.append(files.template(name="Gateway nginx config", src=str(TEMPLATES / "gateway.conf.j2"),

@@ -15,6 +15,7 @@ from pyinfra.operations import apt, files, server
 
 from plan.conda import CondaPlan, create_env_command, installer_command, pip_command, pip_remove_command
 from plan.host import HostPlan
+from tasks.apt_lists import update_once
 from tasks.install_venv import pip_install_args
 from tasks.service_account import service_account, wheelhouse
 
@@ -51,7 +52,7 @@ def install_conda(plan: HostPlan) -> list[OperationMeta]:
     conda = plan.conda
     assert conda is not None, "the host plan decides the conda steps for the conda runtime"
     if conda.prerequisites:
-        apt.packages(name="Tools to download Miniconda", packages=list(conda.prerequisites), update=True,
-                     no_recommends=True)
+        apt.packages(name="Tools to download Miniconda", packages=list(conda.prerequisites), no_recommends=True,
+                     **update_once())
     service_account(plan.setup, plan.facts.install.account if plan.facts.install else None)
     return _conda_ops(plan, conda)

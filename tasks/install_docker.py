@@ -18,6 +18,7 @@ from pyinfra.operations.util import any_changed
 
 from plan.docker_engine import DAEMON_JSON, DockerEnginePlan, key_command
 from plan.host import HostPlan
+from tasks.apt_lists import refreshed, update_once
 from tasks.service_account import service_directories
 
 
@@ -27,8 +28,8 @@ def docker_engine(engine: DockerEnginePlan) -> list[OperationMeta]:
         logger.warning(f"[{host.name}] {warning}")
     ops = []
     if engine.prerequisites:
-        ops.append(apt.packages(name="Tools to fetch apt keys", packages=list(engine.prerequisites), update=True,
-                                no_recommends=True))
+        ops.append(apt.packages(name="Tools to fetch apt keys", packages=list(engine.prerequisites),
+                                no_recommends=True, **update_once()))
     for key in engine.keys:
         ops.append(server.shell(name=f"apt key {key.path}", commands=[key_command(key)]))
     for repo in engine.repo_files:
@@ -36,7 +37,8 @@ def docker_engine(engine: DockerEnginePlan) -> list[OperationMeta]:
                              user="root", group="root", mode="644"))
     if engine.packages:
         ops.append(apt.packages(name="Docker engine and NVIDIA container toolkit", packages=list(engine.packages),
-                                update=True))
+                                update=True))  # the repositories above are new: their lists are not in any cache
+        refreshed()
     daemon_ops = []
     if engine.configure_runtime:
         daemon_ops.append(server.shell(name="nvidia runtime in daemon.json",

@@ -17,6 +17,7 @@ from plan.host import HostPlan, HostSetup
 from plan.packages import pip_pin, pip_satisfied
 from plan.quoting import sh, sh_join
 from tasks import remote
+from tasks.apt_lists import update_once
 from tasks.service_account import finish_wheelhouse, service_account, start_wheelhouse
 
 PROGRESS_SECONDS = 10.0
@@ -108,9 +109,8 @@ def install_venv(plan: HostPlan) -> list[OperationMeta]:
     apt.packages(
         name="System packages for a Python virtualenv",
         packages=list(setup.install.apt_packages),
-        update=True,
-        cache_time=24 * 3600,
         no_recommends=True,
+        **update_once(),
     )
     service_account(setup, plan.facts.install.account if plan.facts.install else None)
     finish_wheelhouse(setup)

@@ -41,6 +41,7 @@ from plan.settings import Settings
 from remote import model_check
 from remote.model_check import MANIFEST, MARKER
 from tasks import remote
+from tasks.apt_lists import update_once
 from tasks.directory_copy import copy_directory, wait_for_copy
 
 DOWNLOAD_UNIT = "vllm-model-download"
@@ -169,7 +170,7 @@ def _start_download(plan: HostPlan, model: ModelPlan, index: int) -> None:
     hub_venv = f"{plan.setup.prefix}/hub-venv"
     checker = f"{plan.setup.prefix}/{CHECK_SCRIPT}"
     package = "modelscope" if model.source == "modelscope" else "huggingface_hub"
-    apt.packages(name="Python virtualenv support", packages=["python3-venv"], update=True, cache_time=86400)
+    apt.packages(name="Python virtualenv support", packages=["python3-venv"], **update_once())
     index_url = plan.setup.install.index_url
     pip.packages(name=f"{package} CLI", packages=[package], virtualenv=hub_venv,
                  extra_install_args=sh_join(["--index-url", index_url]) if index_url else None)

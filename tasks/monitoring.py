@@ -38,10 +38,10 @@ from plan.monitoring import (
     MonitoringPlan,
 )
 from plan.quoting import sh
+from tasks.apt_lists import refreshed, update_once
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates" / "monitoring"
-APT = {"update": True, "cache_time": 24 * 3600, "no_recommends": True}
 
 
 def _render(template: str, **values: object) -> StringIO:
@@ -69,7 +69,7 @@ def exporters(e: ExportersPlan) -> None:
     """Node exporter (+ nginx's on the gateway, + the GPU metrics timer on CUDA hosts)."""
     node_args = _defaults("node", e.node_args)
     nginx_args = _defaults("nginx", e.nginx_args) if e.nginx else None
-    apt.packages(name="Prometheus exporters", packages=list(e.apt_packages), **APT)
+    apt.packages(name="Prometheus exporters", packages=list(e.apt_packages), no_recommends=True, **update_once())
     _service("prometheus-node-exporter.service", [node_args])
     if e.nginx and nginx_args is not None:
         stub = files.put(name="nginx stub_status on loopback", src=_render("stub_status.conf.j2", loopback=LOOPBACK,
@@ -105,14 +105,17 @@ def _check(name: str, command: str, changed: list[OperationMeta]) -> OperationMe
 def grafana(m: MonitoringPlan) -> None:
     """Grafana from its apt repository (signed-by its own key), on loopback, provisioned from the plan."""
     assert m.grafana is not None
-    apt.packages(name="Tools to fetch Grafana's apt key", packages=["ca-certificates", "curl"], **APT)
+    apt.packages(name="Tools to fetch Grafana's apt key", packages=["ca-certificates", "curl"], no_recommends=True,
+                 **update_once())
     files.directory(name="apt keyrings", path=str(Path(GRAFANA_KEY).parent), user="root", group="root", mode="755")
     key = files.download(name="Grafana apt key", src=m.grafana.key_url, dest=GRAFANA_KEY, user="root", group="root",
                          mode="644")
     sources = files.put(name="Grafana apt repository", src=StringIO(m.grafana.sources), dest=GRAFANA_SOURCES,
                         user="root", group="root", mode="644")
     apt.update(name="apt update (Grafana repository added)", _if=any_changed(key, sources))
-    apt.packages(name="Grafana", packages=["grafana"], **APT)
+    # Its own refresh: lists read before the repository was added know nothing of it.
+    apt.packages(name="Grafana", packages=["grafana"], update=True, cache_time=24 * 3600, no_recommends=True)
+    refreshed()
     dropin = [
         files.directory(name="grafana-server drop-in directory", path=str(Path(GRAFANA_DROPIN).parent),
                         user="root", group="root", mode="755"),
@@ -134,7 +137,8 @@ def grafana(m: MonitoringPlan) -> None:
 def prometheus(m: MonitoringPlan) -> None:
     """Prometheus and Alertmanager on loopback, their configs checked on the host before the reload."""
     args = [_defaults("prometheus", m.prometheus_args), _defaults("alertmanager", m.alertmanager_args)]
-    apt.packages(name="Prometheus and Alertmanager", packages=list(m.apt_packages), **APT)
+    apt.packages(name="Prometheus and Alertmanager", packages=list(m.apt_packages), no_recommends=True,
+                 **update_once())
     content = m.files()
     # /etc/prometheus is the package's: its owner stays (create_remote_dir=False).
     written = {path: files.put(name=f"Prometheus {Path(path).name}", src=StringIO(content[path]), dest=path,

@@ -16,6 +16,7 @@ from pyinfra.operations import apt, files, python, server, systemd
 from facts.commands import DRIVER_CHECK
 from plan.driver import DriverPlan, check_driver_output
 from tasks import remote
+from tasks.apt_lists import refreshed
 
 
 def check_driver(driver: DriverPlan) -> None:
@@ -46,6 +47,7 @@ def nvidia_driver(driver: DriverPlan) -> None:
             cache_time=3600,
             no_recommends=True,
         )
+        refreshed()
         blacklist = files.put(
             name="Blacklist nouveau",
             src=StringIO(driver.blacklist),

@@ -20,6 +20,7 @@ from pyinfra.operations import apt, files, systemd
 from plan.host import HostPlan
 from plan.monitoring import TEXTFILE_DIR
 from plan.watchdog import METRICS_FILE, UNIT, UNIT_FILE
+from tasks.apt_lists import update_once
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -35,8 +36,7 @@ def watchdog(plan: HostPlan) -> None:
     installed = plan.facts.package_version
     missing = [name for name in w.apt_packages if not installed(name)]
     if missing:
-        apt.packages(name="python3 for the watchdog", packages=missing, update=True, cache_time=24 * 3600,
-                     no_recommends=True)
+        apt.packages(name="python3 for the watchdog", packages=missing, no_recommends=True, **update_once())
     files.directory(name="Watchdog script directory (root only writes)", path=w.remote_dir, user="root",
                     group="root", mode="755")
     # Owner and mode left to whoever else manages it (the node exporter's package); only made when missing.

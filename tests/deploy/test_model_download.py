@@ -154,3 +154,14 @@ def test_download_progress_shows_the_total_when_the_checkpoint_size_is_known() -
     assert download_progress(2**30, 4 * 2**30) == "1.00/4.00 GiB (25%)"
     # The directory also holds the config and tokenizer files, so it can pass the weights' size.
     assert download_progress(4.1 * 2**30, 4 * 2**30) == "4.10/4.00 GiB (100%)"
+
+
+def test_apt_lists_are_refreshed_once_for_the_hub_cli_and_the_runtime(tmp_path: Path) -> None:
+    """Both stages install packages on this fresh host (its lists are older than a day); one `apt-get update`."""
+    proc, output, out = _deploy(tmp_path, {**QWEN, "model_source": "modelscope"})
+    assert proc.returncode == 0, output[-3000:]
+    commands = _commands(out)
+    updates = [i for i, command in enumerate(commands) if command.startswith("apt-get update")]
+    installs = [i for i, command in enumerate(commands) if "apt-get" in command and " install " in command]
+    assert len(installs) == 2, "python3-venv for the hub CLI, then the runtime's packages"
+    assert len(updates) == 1 and updates[0] < installs[0]
