@@ -34,7 +34,7 @@ from pyinfra.operations import apt, files, pip, python, server
 
 from facts.parsers import parse_json_object
 from plan.host import HostPlan
-from plan.quoting import comment_text, sh, sh_join, systemd_environment, systemd_exec, systemd_value
+from plan.quoting import comment_text, sh, systemd_environment, systemd_exec, systemd_value
 from plan.replan import plan_changes, replan_message
 from plan.service import ModelPlan, ServicePlan
 from plan.settings import Settings
@@ -43,6 +43,8 @@ from remote.model_check import MANIFEST, MARKER
 from tasks import remote
 from tasks.apt_lists import update_once
 from tasks.directory_copy import copy_directory, wait_for_copy
+from tasks.install_venv import pip_install_args
+from tasks.service_account import finish_wheelhouse, start_wheelhouse
 
 DOWNLOAD_UNIT = "vllm-model-download"
 # remote/model_check.py, uploaded under the prefix and run by the download unit.
@@ -165,15 +167,20 @@ def _download_done(model: ModelPlan) -> bool:
 
 
 def _start_download(plan: HostPlan, model: ModelPlan, index: int) -> None:
-    """The hub CLI, the completeness check and the download unit, then the unit started without waiting."""
+    """The hub CLI, the completeness check and the download unit, then the unit started without waiting.
+
+    The hub CLI installs as vLLM does: from the offline wheelhouse alone when one is set (its copy travels while
+    apt runs, and the runtime's stage then finds it there), else from the mirror preset's index.
+    """
     unit = download_unit(index)
     hub_venv = f"{plan.setup.prefix}/hub-venv"
     checker = f"{plan.setup.prefix}/{CHECK_SCRIPT}"
     package = "modelscope" if model.source == "modelscope" else "huggingface_hub"
+    start_wheelhouse(plan.setup, background=True)
     apt.packages(name="Python virtualenv support", packages=["python3-venv"], **update_once())
-    index_url = plan.setup.install.index_url
+    finish_wheelhouse(plan.setup)
     pip.packages(name=f"{package} CLI", packages=[package], virtualenv=hub_venv,
-                 extra_install_args=sh_join(["--index-url", index_url]) if index_url else None)
+                 extra_install_args=pip_install_args(plan.setup) or None)
     files.put(name="Model completeness check", src=model_check.__file__, dest=checker, mode="644")
     files.template(
         name="Model download unit",

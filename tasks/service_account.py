@@ -19,6 +19,10 @@ from plan.host import HostSetup
 from tasks.directory_copy import copy_directory, wait_for_copy
 
 WHEELHOUSE_MARKER = ".vllm-deploy-synced"
+# Hosts whose wheelhouse copy this run has started, and waited for: the hub CLI's install, before the runtime's,
+# may need it first; the runtime's stage then finds it done.
+_STARTED: set[str] = set()
+_FINISHED: set[str] = set()
 
 
 NOLOGIN = "/usr/sbin/nologin"
@@ -73,9 +77,10 @@ def wheelhouse(setup: HostSetup) -> None:
 def start_wheelhouse(setup: HostSetup, background: bool = False) -> None:
     """Start the wheelhouse's copy (in the background: on its own SSH channel while apt and the service account
     run; `finish_wheelhouse` waits for it). Skipped while the marker holds the wheelhouse's digest: even with
-    nothing to send, the copy lists the host's files, one command."""
-    if _wheelhouse_digest_if_stale(setup) is None:
+    nothing to send, the copy lists the host's files, one command. Once per host and run."""
+    if host.name in _STARTED or _wheelhouse_digest_if_stale(setup) is None:
         return
+    _STARTED.add(host.name)
     copy_directory(
         name="Offline wheelhouse",
         src=setup.install.wheelhouse_local,
@@ -89,8 +94,9 @@ def start_wheelhouse(setup: HostSetup, background: bool = False) -> None:
 def finish_wheelhouse(setup: HostSetup) -> None:
     """Wait for a background copy, then write the marker (only after a complete copy: the next run skips it)."""
     digest = _wheelhouse_digest_if_stale(setup)
-    if digest is None:
+    if digest is None or host.name in _FINISHED:
         return
+    _FINISHED.add(host.name)
     wait_for_copy(name="Offline wheelhouse copied", dest=setup.install.wheelhouse_remote)
     files.put(name="Offline wheelhouse marker (its digest: the next run skips the sync)",
               src=BytesIO(f"{digest}\n".encode()), dest=f"{setup.install.wheelhouse_remote}/{WHEELHOUSE_MARKER}",

@@ -165,3 +165,24 @@ def test_apt_lists_are_refreshed_once_for_the_hub_cli_and_the_runtime(tmp_path: 
     installs = [i for i, command in enumerate(commands) if "apt-get" in command and " install " in command]
     assert len(installs) == 2, "python3-venv for the hub CLI, then the runtime's packages"
     assert len(updates) == 1 and updates[0] < installs[0]
+
+
+def test_with_a_wheelhouse_the_hub_cli_installs_from_it_alone_and_it_is_copied_once(tmp_path: Path) -> None:
+    """An offline site (wheelhouse, hub mirror on its own network): no pip index may be asked for the hub CLI."""
+    from tasks.service_account import WHEELHOUSE_MARKER
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "huggingface_hub-1.1.0-py3-none-any.whl").write_bytes(b"wheel")
+    (tmp_path / "run").mkdir()
+    data = {**QWEN, "model_source": "huggingface", "vllm_wheelhouse": str(wheels)}
+    proc, output, out = _deploy(tmp_path / "run", data)
+    assert proc.returncode == 0, output[-3000:]
+    commands = _commands(out)
+    hub_cli = _index(commands, "/opt/vllm/hub-venv/bin/pip install")
+    assert "--no-index --find-links /opt/vllm/wheelhouse huggingface_hub" in commands[hub_cli]
+    copies = [i for i, command in enumerate(commands) if "vllm-deploy-copy" in command]
+    assert len(copies) == 1 and copies[0] < hub_cli, "one copy of the wheelhouse, before the hub CLI needs it"
+    assert output.count("Starting operation: Offline wheelhouse marker") == 1, output[-3000:]
+    assert (out / f"files/opt/vllm/wheelhouse/{WHEELHOUSE_MARKER}").exists()
+    assert _index(commands, f"systemctl start --no-block {UNIT}") < _index(commands, "/opt/vllm/venv/bin/pip install")
