@@ -1,4 +1,4 @@
-"""Sizing from hub metadata (sizing/hub.py) against a loopback server that speaks both hubs' APIs.
+"""Sizing from hub metadata (sizing/hub.py) against a loopback server that speaks both hubs' APIs (tests/fakehub.py).
 
 No test leaves 127.0.0.1. The server's answers are CONSTRUCTED from the documented / client-side shapes,
 not recorded (this machine cannot reach the hubs):
@@ -20,11 +20,8 @@ from __future__ import annotations
 import json
 import os
 import struct
-import threading
 import time
-import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +32,8 @@ from sizing.catalog import find_model
 from sizing.errors import SizingError
 from sizing.hub import HubUnreachable, fetch_model, model_from_hub
 from sizing.model import safetensors_bytes
+from tests.fakehub import TOKEN, Blob, FakeHub, Repo
 
-TOKEN = "hf_TESTtokenNEVERprinted1234567890"
 ST_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "I32": 4, "F8_E4M3": 1, "U8": 1}
 CODER = "Qwen/Qwen3-Coder-30B-A3B-Instruct"
 CODER_CONFIG: dict[str, Any] = {  # constructed from the repository's published config.json
@@ -69,17 +66,6 @@ def st_header(tensors: list[tuple[str, str, list[int]]]) -> tuple[bytes, int]:
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
     return struct.pack("<Q", len(raw)) + raw, offset
-
-
-class Blob:
-    """A file the server serves: real bytes up to ``head``, then ``virtual`` made-up data bytes (counted)."""
-
-    def __init__(self, head: bytes, virtual: int = 0, lfs: bool = False) -> None:
-        self.head, self.virtual, self.lfs = head, virtual, lfs
-
-    @property
-    def size(self) -> int:
-        return len(self.head) + self.virtual
 
 
 def coder_tensors() -> list[tuple[str, str, list[int]]]:
@@ -122,195 +108,6 @@ def coder_files(shards: int = 4) -> tuple[dict[str, Blob], int, int]:
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     files["model.safetensors.index.json"] = Blob(json.dumps(index).encode())
     return files, total, params
-
-
-# ----------------------------------------------------------------------------- the loopback hub
-
-
-class Repo:
-    def __init__(self, files: dict[str, Blob], sha: str, *, gated: bool = False, private: bool | None = False,
-                 params: dict[str, int] | None = None, branches: tuple[str, ...] = ("main",)) -> None:
-        self.files, self.sha, self.gated, self.private, self.params = files, sha, gated, private, params
-        self.refs = {b: sha for b in branches}
-
-
-class FakeHub:
-    """Both hubs on one loopback port; ``localhost`` plays the CDN (another host name, same server)."""
-
-    def __init__(self) -> None:
-        self.hf: dict[str, Repo] = {}
-        self.ms: dict[str, Repo] = {}
-        self.log: list[dict[str, Any]] = []
-        self.weight_bytes_served = 0
-        self.bytes_served = 0
-        self.delay = 0.0
-        self.lock = threading.Lock()
-        hub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_HEAD(self) -> None:  # noqa: N802
-                hub.handle(self, head=True)
-
-            def do_GET(self) -> None:  # noqa: N802
-                hub.handle(self, head=False)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    # -- responses
-
-    def send(self, req: BaseHTTPRequestHandler, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
-             head: bool = False) -> None:
-        req.send_response(status)
-        for k, v in (headers or {}).items():
-            req.send_header(k, v)
-        req.send_header("Content-Length", str(len(body)))
-        req.end_headers()
-        if not head:
-            req.wfile.write(body)
-            with self.lock:
-                self.bytes_served += len(body)
-
-    def send_json(self, req: BaseHTTPRequestHandler, status: int, data: Any, head: bool = False,
-                  headers: dict[str, str] | None = None) -> None:
-        self.send(req, status, json.dumps(data).encode(), {"Content-Type": "application/json", **(headers or {})}, head)
-
-    def hf_error(self, req: BaseHTTPRequestHandler, status: int, code: str, message: str, head: bool) -> None:
-        self.send_json(req, status, {"error": message}, head, {"X-Error-Code": code, "X-Error-Message": message})
-
-    def serve_blob(self, req: BaseHTTPRequestHandler, blob: Blob, head: bool) -> None:
-        rng = req.headers.get("Range")
-        start, end = 0, blob.size - 1
-        status = 200
-        if rng:
-            a, b = rng.removeprefix("bytes=").split("-")
-            start, end, status = int(a), min(int(b) if b else blob.size - 1, blob.size - 1), 206
-        data = blob.head[start:end + 1]
-        made_up = max(0, end + 1 - max(start, len(blob.head)))
-        headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
-        if status == 206:
-            headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
-        if not head:
-            with self.lock:
-                self.weight_bytes_served += made_up
-        self.send(req, status, data + b"\0" * made_up, headers, head)
-
-    def authorized(self, req: BaseHTTPRequestHandler) -> bool:
-        return req.headers.get("Authorization") == f"Bearer {TOKEN}"
-
-    # -- routing
-
-    def handle(self, req: BaseHTTPRequestHandler, head: bool) -> None:
-        url = urllib.parse.urlsplit(req.path)
-        path = urllib.parse.unquote(url.path)
-        query = dict(urllib.parse.parse_qsl(url.query))
-        with self.lock:
-            self.log.append({"method": req.command, "host": req.headers.get("Host"), "path": req.path,
-                             "range": req.headers.get("Range"), "auth": req.headers.get("Authorization"),
-                             "cookie": req.headers.get("Cookie")})  # fmt: skip
-        if self.delay:
-            time.sleep(self.delay)
-        parts = path.strip("/").split("/")
-        if path.startswith("/api/v1/models/"):
-            return self.modelscope(req, parts[3] + "/" + parts[4], parts[5:], query, head)
-        if path.startswith("/api/models/") and len(parts) >= 6 and parts[4] == "revision":
-            return self.hf_info(req, parts[2] + "/" + parts[3], "/".join(parts[5:]), head)
-        if len(parts) >= 5 and parts[2] == "resolve":
-            return self.hf_resolve(req, parts[0] + "/" + parts[1], parts[3], "/".join(parts[4:]), head)
-        if parts[0] == "cdn":  # /cdn/{hub}/{org}/{name}/{file}
-            repos = self.hf if parts[1] == "hf" else self.ms
-            return self.serve_blob(req, repos[parts[2] + "/" + parts[3]].files["/".join(parts[4:])], head)
-        self.send(req, 404, b"Not Found", head=head)
-
-    def hf_repo(self, req: BaseHTTPRequestHandler, repo_id: str, head: bool) -> Repo | None:
-        repo = self.hf.get(repo_id)
-        if repo is None or (repo.private and not self.authorized(req)):
-            status = 404 if req.headers.get("Authorization") else 401  # as the Hub: 401 without a token
-            self.hf_error(req, status, "RepoNotFound", "Repository not found", head)
-            return None
-        return repo
-
-    def hf_info(self, req: BaseHTTPRequestHandler, repo_id: str, rev: str, head: bool) -> None:
-        repo = self.hf_repo(req, repo_id, head)
-        if repo is None:
-            return
-        sha = repo.refs.get(rev) or (rev if rev == repo.sha else None)
-        if sha is None:
-            return self.hf_error(req, 404, "RevisionNotFound", f"Invalid rev id: {rev}", head)
-        info: dict[str, Any] = {
-            "_id": "6878a1f1b0c2d3e4f5a6b7c8", "id": repo_id, "modelId": repo_id, "author": repo_id.split("/")[0],
-            "sha": sha, "private": repo.private, "gated": "manual" if repo.gated else False, "disabled": False,
-            "library_name": "transformers", "tags": ["transformers", "safetensors"], "pipeline_tag": "text-generation",
-            "siblings": [{"rfilename": name} for name in repo.files],
-        }  # fmt: skip
-        if repo.params:
-            info["safetensors"] = {"parameters": repo.params, "total": sum(repo.params.values())}
-        self.send_json(req, 200, info, head)
-
-    def hf_resolve(self, req: BaseHTTPRequestHandler, repo_id: str, rev: str, name: str, head: bool) -> None:
-        repo = self.hf_repo(req, repo_id, head)
-        if repo is None:
-            return
-        if rev not in repo.refs and rev != repo.sha:
-            return self.hf_error(req, 404, "RevisionNotFound", f"Invalid rev id: {rev}", head)
-        if repo.gated and not self.authorized(req):
-            status = 403 if req.headers.get("Authorization") else 401
-            msg = f"Access to model {repo_id} is restricted. You must have access to it and be authenticated."
-            return self.hf_error(req, status, "GatedRepo", msg, head)
-        blob = repo.files.get(name)
-        if blob is None:
-            return self.hf_error(req, 404, "EntryNotFound", f"{name} does not exist", head)
-        common = {"X-Repo-Commit": repo.sha, "ETag": f'"{hash(name) & 0xFFFFFFFF:08x}"'}
-        if blob.lfs:
-            location = f"http://localhost:{self.port}/cdn/hf/{repo_id}/{name}"
-            return self.send(req, 302, b"", {**common, "Location": location, "X-Linked-Size": str(blob.size)}, head)
-        self.send(req, 200, blob.head, common, head)
-
-    def modelscope(self, req: BaseHTTPRequestHandler, repo_id: str, rest: list[str], query: dict[str, str],
-                   head: bool) -> None:
-        repo = self.ms.get(repo_id)
-        envelope = {"RequestId": "8c2a8249-ce50-49f4-85ea-36debf918714"}
-        if repo is None:
-            return self.send_json(req, 404, {**envelope, "Code": 10010205001, "Success": False,
-                                             "Message": f"model {repo_id} does not exist"}, head)  # fmt: skip
-        if repo.private and req.headers.get("Cookie") != f"m_session_id={TOKEN}":
-            return self.send_json(req, 401, {**envelope, "Code": 10010205401, "Success": False,
-                                             "Message": "unauthorized"}, head)  # fmt: skip
-        if repo.private is None:  # withdrawn: HTTP 200 with an error envelope, as the API also answers
-            return self.send_json(req, 200, {**envelope, "Code": 10010205003, "Success": False,
-                                             "Message": "model is offline for review"}, head)  # fmt: skip
-        ok = {**envelope, "Code": 200, "Message": "success", "Success": True}
-        if rest == ["revisions"]:
-            branches = [{"Revision": b, "CreatedAt": 1753000000} for b in repo.refs]
-            return self.send_json(req, 200, {**ok, "Data": {"RevisionMap": {"Branches": branches, "Tags": []}}}, head)
-        if rest == ["repo", "files"]:
-            files = [{"CommitMessage": "upload", "CommittedDate": 1753000000 + i, "CommitterName": "qwen",
-                      "InCheck": False, "IsLFS": b.lfs, "Mode": "33188", "Name": n.rsplit("/", 1)[-1], "Path": n,
-                      "Revision": repo.sha if i == len(repo.files) - 1 else f"{i:040x}",
-                      "Sha256": f"{i:064x}", "Size": b.size, "Type": "blob"}
-                     for i, (n, b) in enumerate(repo.files.items())]  # fmt: skip
-            return self.send_json(req, 200, {**ok, "Data": {"Files": files}}, head)
-        if rest == ["repo"]:
-            blob = repo.files.get(query.get("FilePath", ""))
-            if blob is None:
-                return self.send_json(req, 404, {**envelope, "Code": 10010205404, "Success": False,
-                                                 "Message": "file not found"}, head)  # fmt: skip
-            if blob.lfs:  # large files are served from object storage, like the CDN
-                location = f"http://localhost:{self.port}/cdn/ms/{repo_id}/{query['FilePath']}"
-                return self.send(req, 302, b"", {"Location": location}, head)
-            return self.serve_blob(req, blob, head)
-        self.send(req, 404, b"Not Found", head=head)
 
 
 CODER_FILES, CODER_BYTES, CODER_PARAMS = coder_files()
