@@ -179,7 +179,10 @@ def _start_download(plan: HostPlan, model: ModelPlan, index: int) -> None:
     start_wheelhouse(plan.setup, background=True)
     apt.packages(name="Python virtualenv support", packages=["python3-venv"], **update_once())
     finish_wheelhouse(plan.setup)
+    # The venv module (python3-venv, above), as for vLLM's venv: pyinfra's default is the `virtualenv` command,
+    # which a fresh server lacks.
     pip.packages(name=f"{package} CLI", packages=[package], virtualenv=hub_venv,
+                 virtualenv_kwargs={"venv": True, "python": "python3"},
                  extra_install_args=pip_install_args(plan.setup) or None)
     files.put(name="Model completeness check", src=model_check.__file__, dest=checker, mode="644")
     files.template(

@@ -181,6 +181,9 @@ def test_with_a_wheelhouse_the_hub_cli_installs_from_it_alone_and_it_is_copied_o
     commands = _commands(out)
     hub_cli = _index(commands, "/opt/vllm/hub-venv/bin/pip install")
     assert "--no-index --find-links /opt/vllm/wheelhouse huggingface_hub" in commands[hub_cli]
+    # Created by the venv module that python3-venv provides: a fresh server has no `virtualenv` command.
+    assert _index(commands, "python3 -m venv /opt/vllm/hub-venv") < hub_cli
+    assert not [command for command in commands if command.startswith("virtualenv")]
     copies = [i for i, command in enumerate(commands) if "vllm-deploy-copy" in command]
     assert len(copies) == 1 and copies[0] < hub_cli, "one copy of the wheelhouse, before the hub CLI needs it"
     assert output.count("Starting operation: Offline wheelhouse marker") == 1, output[-3000:]
