@@ -73,8 +73,13 @@ class Problem:
 
     @property
     def bad_bytes(self) -> bool:
-        """The file is there but its bytes are wrong: the hub CLIs would skip it, so it must go."""
-        return self.kind in ("size", "sha256", "git-blob")
+        """The file is there but its bytes are wrong: the hub CLIs would skip it, so it must go.
+
+        A short file too: neither CLI resumes a file in place (hf resumes its own `.incomplete` copy under
+        `.cache/huggingface/`, ModelScope its temporary folder), and `hf download` takes a file at its final path
+        as complete when its metadata there names the commit and the file is not newer than it: a shard cut short
+        with its time kept would stay short on every run."""
+        return self.kind in ("short", "size", "sha256", "git-blob")
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,9 @@ def test_missing_and_short_files_are_named_and_nothing_is_hashed(tmp_path: Path)
     assert report.splitlines()[-1].startswith("INCOMPLETE: 2 file(s) missing or short, 0 with wrong content, of 4")
     with pytest.raises(ValueError):
         model_check.record_complete(tmp_path, result)
+    # The short file goes: no hub CLI resumes a file at its final path, and `hf download` may take it as complete.
+    assert model_check.remove_bad_files(tmp_path, result) == ["model-00001-of-00002.safetensors"]
+    assert not (tmp_path / "model-00001-of-00002.safetensors").exists() and (tmp_path / "config.json").exists()
 
 
 def test_right_size_wrong_bytes_is_caught_by_the_hub_hash_and_removed(tmp_path: Path) -> None:
