@@ -165,6 +165,7 @@ def test_hub_download_runs_once_in_a_oneshot_unit(tmp_path: Path, source: str, p
     unit = (out / "files/etc/systemd/system/vllm-model-download.service").read_text()
     assert f"ExecStart=/opt/vllm/hub-venv/bin/{expected}" in unit
     assert "Type=oneshot" in unit and "TimeoutStartSec=infinity" in unit
+    assert "Environment=HF_HUB_DISABLE_UPDATE_CHECK=1" in unit  # `hf` asks PyPI for a newer version otherwise
     assert ("Environment=HF_ENDPOINT=https://hf-mirror.com" in unit) == (preset == "tuna")
     commands = (out / "commands.txt").read_text()
     assert commands.count("systemctl start --no-block vllm-model-download.service") == 1
