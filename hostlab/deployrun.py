@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,9 +97,15 @@ def pyinfra_command(deploy: str = "deploy.py", *args: str) -> list[str]:
 
 
 def run_pyinfra(hosts: list[tuple[str, dict[str, Any]]], deploy: str = "deploy.py", *args: str,
-                timeout: float = 1800) -> RunResult:
-    """`pyinfra -y inventory/lab.py DEPLOY ARGS` for these (name, host data) pairs."""
+                timeout: float = 1800, env_overrides: Mapping[str, str | None] | None = None) -> RunResult:
+    """`pyinfra -y inventory/lab.py DEPLOY ARGS` for these (name, host data) pairs; `env_overrides` sets (or, with
+    None, removes) variables of pyinfra's environment only (say, the hub sizing cache of one test module)."""
     with lab_inventory(hosts) as env:
+        for name, value in (env_overrides or {}).items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
         proc = subprocess.run(pyinfra_command(deploy, *args), cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=timeout)
     return RunResult(proc.returncode, proc.stdout + proc.stderr)
