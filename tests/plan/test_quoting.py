@@ -391,7 +391,8 @@ def test_download_unit_runs_the_planned_commands_with_hostile_settings(world_dir
     assert _dump_fields(block, "Description") == [
         quoting.comment_text(f"Download {model.name} from huggingface").strip().rstrip("\\")]
     env = dict(field.split("=", 1) for field in _dump_fields(block, "Environment"))
-    assert env == {"HF_ENDPOINT": model.hf_endpoint, "HF_HUB_ENABLE_HF_TRANSFER": "0", "PYTHONUNBUFFERED": "1"}
+    assert env == {"HF_ENDPOINT": model.hf_endpoint, "HF_HUB_ENABLE_HF_TRANSFER": "0",
+                   "HF_HUB_DISABLE_UPDATE_CHECK": "1", "PYTHONUNBUFFERED": "1"}
     assert _dump_commands(block, "ExecStartPre") == [
         _as_parsed(["/bin/mkdir", "-p", model.host_dir]),
         _as_parsed(["/bin/rm", "-f", f"{model.host_dir.rstrip('/')}/{MARKER}"])]
