@@ -45,6 +45,7 @@ from tasks.apt_lists import update_once
 from tasks.directory_copy import copy_directory, wait_for_copy
 from tasks.install_venv import pip_install_args
 from tasks.service_account import finish_wheelhouse, start_wheelhouse
+from tasks.verify import unit_state
 
 DOWNLOAD_UNIT = "vllm-model-download"
 # remote/model_check.py, uploaded under the prefix and run by the download unit.
@@ -155,7 +156,7 @@ def download(plan: HostPlan, model: ModelPlan, index: int) -> list[OperationMeta
         _start_download(plan, model, index)
     return [
         python.call(name=f"Download {model.name} from {model.source}", function=wait_for_download, model=model,
-                    unit=f"{download_unit(index)}.service"),
+                    unit=download_unit(index)),
         python.call(name=f"Check the plan against {model.name}'s downloaded config.json",
                     function=check_plan_against_download, model=model, instances=_serving(plan, model)),
     ]
@@ -287,7 +288,7 @@ def download_progress(size: float, weight_bytes: int | None) -> str:
 
 
 def wait_for_download(model: ModelPlan, unit: str) -> None:
-    """Show bytes and rate until the oneshot finishes; fail with its journal.
+    """Show bytes and rate until the oneshot `unit` finishes; fail with its journal.
 
     The journal ends with the completeness check's report, which names every missing or
     short file, so the failure says what is wrong without a login to the host. The unit
@@ -297,23 +298,19 @@ def wait_for_download(model: ModelPlan, unit: str) -> None:
     start = last_time = time.monotonic()
     last_bytes: float | None = None
     while True:
-        _, out = remote.run(
-            f"systemctl show -p ActiveState,Result {sh(unit)}; "
-            f"echo Jobs=$(systemctl list-jobs --no-legend {sh(unit)} 2>/dev/null | wc -l); "
-            f"du -sb {sh(model.host_dir)} 2>/dev/null | cut -f1")
-        lines = out.stdout_lines
-        state = dict(line.split("=", 1) for line in lines if "=" in line)
-        size = float(next((line for line in lines if line.isdigit()), 0))
+        state = unit_state(unit)
+        _, out = remote.run(f"du -sb {sh(model.host_dir)} 2>/dev/null | cut -f1")
+        size = float(next((line for line in out.stdout_lines if line.isdigit()), 0))
         now = time.monotonic()
         rate = "" if last_bytes is None else f", {(size - last_bytes) / max(now - last_time, 1e-6) / 2**20:.1f} MiB/s"
         last_bytes, last_time = size, now
         logger.info(f"[{host.name}] downloading {model.name}: {download_progress(size, model.weight_bytes)}{rate}, "
                     f"{now - start:.0f}s")
         if "ActiveState" not in state:
-            raise OperationError(f"cannot read the state of {unit} (systemctl show printed {lines!r})")
-        if state.get("ActiveState") in ("inactive", "failed") and state.get("Jobs", "0").strip() == "0":
+            raise OperationError(f"cannot read the state of {unit}.service (systemctl show printed {state!r})")
+        if state["ActiveState"] in ("inactive", "failed") and state.get("Jobs", "0").strip() == "0":
             if state.get("Result") != "success":
-                _, journal = remote.run(f"journalctl -u {sh(unit)} -n 40 --no-pager -o cat")
+                _, journal = remote.run(f"journalctl -u {sh(unit + '.service')} -n 40 --no-pager -o cat")
                 raise OperationError(f"model download failed ({state.get('Result')}):\n"
                                      + "\n".join(journal.stdout_lines))
             return

@@ -78,8 +78,8 @@ def serving_responses(plan: ServicePlan, model_present: bool = True) -> dict[str
         f"NRestarts,Result {plan.unit}.service": ["ActiveState=active", "SubState=running", "NRestarts=0",
                                                    "Result=success"],
         # The download oneshot, polled while it runs: finished, and the model weighs what it should.
-        "ActiveState,Result vllm-model-download.service": ["ActiveState=inactive", "Result=success",
-                                                           str(plan.model.weight_bytes or 0)],
+        "NRestarts,Result vllm-model-download.service": ["ActiveState=inactive", "Result=success"],
+        f"du -sb {plan.model.host_dir}": [str(plan.model.weight_bytes or 0)],
     }
     if model_present:
         responses[f"{plan.model.host_dir}/{MARKER}"] = "2026-11-20T08:00:00Z"
