@@ -65,6 +65,11 @@ class GatewayPlan:
     # Seconds after a request's first try during which nginx may still re-send it elsewhere: long enough
     # that a request stuck on a hung engine is re-sent once the watchdog has killed that engine.
     retry_window: int = 60
+    # Bounds on bad traffic: largest request body (nginx size), seconds a client may stall, and requests
+    # in flight per API key (0: none); defaults as in plan/schema.py.
+    max_body: str = "16m"
+    client_timeout: int = 60
+    key_concurrency: int = 0
 
     @property
     def ident(self) -> str:
@@ -91,6 +96,17 @@ class GatewayPlan:
     @property
     def nginx_server_name(self) -> str:
         return nginx_string(self.server_name)
+
+    @property
+    def nginx_max_body(self) -> str:
+        return nginx_string(self.max_body)
+
+    @property
+    def nginx_body_buffer(self) -> str:
+        """The same size for client_body_buffer_size, which nginx parses without the 'g' suffix."""
+        if self.max_body.endswith("g"):
+            return nginx_string(f"{int(self.max_body[:-1]) * 1024}m")
+        return nginx_string(self.max_body)
 
     @property
     def comment_host(self) -> str:
@@ -182,6 +198,9 @@ def build_gateway_plan(settings: Settings, host: str,
         cert_source=settings.vllm_gateway_tls_cert,
         key_source=settings.vllm_gateway_tls_key,
         retry_window=retry_window(member for _, member, _ in members),
+        max_body=settings.vllm_gateway_max_body,
+        client_timeout=settings.vllm_gateway_client_timeout,
+        key_concurrency=settings.vllm_gateway_key_concurrency,
     )
 
 

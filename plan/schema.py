@@ -31,6 +31,7 @@ from plan.validators import (
     host_path,
     integer,
     line,
+    nginx_size,
     optional,
     pattern,
     secret,
@@ -268,6 +269,17 @@ SETTINGS: tuple[Setting, ...] = tuple(
         ("vllm_gateway_tls_key", None, optional(controller_path("file")), "its private key on the controller"),
         ("vllm_gateway_server_name", None, optional(address), "the gateway's name (server_name, certificate)",
          {"shown": "inventory name"}),
+        ("vllm_gateway_max_body", "16m", nginx_size(1024, 1024 ** 3),
+         "largest request body the gateway accepts (`client_max_body_size`; larger gets 413), also its in-memory "
+         "body buffer (the router reads prompts, retries re-send them): nginx size, `1k` to `1g`"),
+        ("vllm_gateway_client_timeout", 60, integer(1, 3600),
+         "seconds a client may stall between two reads of its request (`client_header_timeout`, "
+         "`client_body_timeout`; then it is disconnected, logged as 408) or of the response (`send_timeout`: "
+         "counted only while a write waits for the client to read, so an SSE stream waiting for tokens is not cut)"),
+        ("vllm_gateway_key_concurrency", 0, integer(0, 65_535),
+         "most requests in flight per API key through the gateway; one more gets 429 at once, not a place in a "
+         "queue. The key is the `Authorization` header, so every client of one deployment key shares the limit "
+         "(without `vllm_require_api_key`, requests without the header are not counted); `0`: no limit"),
     ) + _section(
         "Verify",
         ("vllm_verify_timeout", 900, integer(10, 86400),

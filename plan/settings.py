@@ -88,6 +88,9 @@ class Settings:
     vllm_gateway_tls_cert: str | None
     vllm_gateway_tls_key: str | None
     vllm_gateway_server_name: str | None
+    vllm_gateway_max_body: str
+    vllm_gateway_client_timeout: int
+    vllm_gateway_key_concurrency: int
     vllm_monitoring: bool
     vllm_exporters: str | bool
     vllm_grafana: bool

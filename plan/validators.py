@@ -18,6 +18,7 @@ Validator = Callable[[Any], Any]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?) ?([KMGT]?)i?B?", re.IGNORECASE)
+_NGINX_SIZE = re.compile(r"(\d{1,10})([kmg]?)", re.IGNORECASE)
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _HOST_PATH = re.compile(r"/[A-Za-z0-9._+@:=,~/-]*")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -225,6 +226,30 @@ def size(value: Any) -> int:
         return parse_size(value)
     except ValueError:
         raise Invalid(f"{value!r} is not a size such as '64M' or '2G'") from None
+
+
+def nginx_size(low: int, high: int) -> Validator:
+    """A size as nginx's own parser reads it (digits, optional k/m/g), within `low`..`high` bytes.
+
+    Stricter than `size`: nginx knows no fractions, 'KB' or 't', and such a value would fail only at
+    `nginx -t` on the host; returned lower-cased, as it is written into the configuration.
+    """
+    def shown(n: int) -> str:
+        for unit, factor in (("g", 1024 ** 3), ("m", 1024 ** 2), ("k", 1024)):
+            if n % factor == 0:
+                return f"{n // factor}{unit}"
+        return str(n)
+
+    def validate(value: Any) -> str:
+        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        match = _NGINX_SIZE.fullmatch(text) if isinstance(text, str) else None
+        if not match:
+            raise Invalid(f"{value!r} is not an nginx size such as '16m' (digits, optionally followed by k, m or g)")
+        number = int(match.group(1)) * 1024 ** " kmg".index(match.group(2).lower() or " ")
+        if not low <= number <= high:
+            raise Invalid(f"{value!r} is out of range; use {shown(low)}..{shown(high)}")
+        return text.lower()
+    return validate
 
 
 def anything(value: Any) -> Any:

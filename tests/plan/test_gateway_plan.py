@@ -8,7 +8,7 @@ import pytest
 
 from plan.gateway import build_gateway_plan
 from plan.service import PlanError
-from plan.settings import load_instances
+from plan.settings import SettingsError, load_instances, load_settings
 
 GATEWAY = {"model": "tiny", "vllm_gateway": True, "vllm_instances": [{"name": "a", "port": 8001}]}
 REMOTE = {"model": "tiny", "vllm_instances": [{"name": "c", "port": 8001}, {"name": "d", "port": 8003}]}
@@ -84,3 +84,48 @@ def test_the_retry_window_covers_the_slowest_watchdog_of_the_deployment() -> Non
     assert build_gateway_plan(members[0][1], "gw", members).retry_window == 10 + 2 * 40 + 40 + 30
     quiet = _members(("gw", {**GATEWAY, "vllm_watchdog": False}))
     assert build_gateway_plan(quiet[0][1], "gw", quiet).retry_window == 60
+
+
+def test_the_limits_reach_the_plan_as_nginx_reads_them() -> None:
+    limits = {"vllm_gateway_max_body": "1G", "vllm_gateway_client_timeout": 5, "vllm_gateway_key_concurrency": 3}
+    members = _members(("gw", {**GATEWAY, **limits}))
+    plan = build_gateway_plan(members[0][1], "gw", members)
+    assert (plan.max_body, plan.client_timeout, plan.key_concurrency) == ("1g", 5, 3)
+    # client_body_buffer_size is parsed without the 'g' suffix that client_max_body_size takes.
+    assert (plan.nginx_max_body, plan.nginx_body_buffer) == ("1g", "1024m")
+    members = _members(("gw", GATEWAY))
+    plan = build_gateway_plan(members[0][1], "gw", members)
+    assert (plan.max_body, plan.nginx_body_buffer, plan.client_timeout, plan.key_concurrency) == ("16m", "16m", 60, 0)
+
+
+@pytest.mark.parametrize(("field", "value", "said"), [
+    ("vllm_gateway_max_body", "1023", "out of range; use 1k..1g"),
+    ("vllm_gateway_max_body", "1025m", "out of range; use 1k..1g"),
+    ("vllm_gateway_max_body", "0", "out of range"),
+    ("vllm_gateway_max_body", "1.5m", "not an nginx size"),
+    ("vllm_gateway_max_body", "16MB", "not an nginx size"),
+    ("vllm_gateway_max_body", "2t", "not an nginx size"),
+    ("vllm_gateway_max_body", "16m; return 200", "not an nginx size"),
+    ("vllm_gateway_max_body", "16m\n", "not an nginx size"),
+    ("vllm_gateway_max_body", "", "not an nginx size"),
+    ("vllm_gateway_max_body", True, "not an nginx size"),
+    ("vllm_gateway_max_body", None, "not an nginx size"),
+    ("vllm_gateway_client_timeout", 0, "out of range; use 1..3600"),
+    ("vllm_gateway_client_timeout", 3601, "out of range; use 1..3600"),
+    ("vllm_gateway_client_timeout", "60", "must be an integer"),
+    ("vllm_gateway_client_timeout", 1.5, "must be an integer"),
+    ("vllm_gateway_key_concurrency", -1, "out of range; use 0..65535"),
+    ("vllm_gateway_key_concurrency", 65536, "out of range; use 0..65535"),  # nginx's own limit_conn maximum
+    ("vllm_gateway_key_concurrency", False, "must be an integer"),
+])
+def test_bad_limits_are_refused_naming_the_field(field: str, value: Any, said: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings({**GATEWAY, field: value})
+    problems = dict(refused.value.problems)
+    assert list(problems) == [field] and said in problems[field], problems
+
+
+@pytest.mark.parametrize(("value", "kept"), [("1k", "1k"), ("1K", "1k"), ("1024", "1024"), ("16M", "16m"),
+                                             ("1g", "1g"), ("1048576k", "1048576k"), (65536, "65536")])
+def test_nginx_sizes_from_1k_to_1g_pass(value: str | int, kept: str) -> None:
+    assert load_settings({**GATEWAY, "vllm_gateway_max_body": value}).vllm_gateway_max_body == kept
