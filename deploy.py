@@ -21,7 +21,7 @@ from tasks.model_files import model_files, start_model_transfers
 from tasks.monitoring import monitoring
 from tasks.nvidia_driver import nvidia_driver
 from tasks.planning import plan_for_current_host
-from tasks.service_unit import api_key_files, service_instances
+from tasks.service_unit import api_key_files, auth_module, service_instances
 from tasks.watchdog import watchdog
 
 plan = plan_for_current_host()
@@ -32,7 +32,7 @@ nvidia_driver(plan.driver)
 
 start_model_transfers(plan)  # copies and hub downloads run while the runtime installs; model_files waits, verifies
 install = {"docker": install_docker, "conda": install_conda}.get(plan.setup.runtime, install_venv)
-restart_all = install(plan) + api_key_files(plan)
+restart_all = install(plan) + api_key_files(plan) + auth_module(plan)
 restarts = service_instances(plan, restart_all=restart_all, restart_model=model_files(plan))
 gateway(plan, restarts=restarts)
 watchdog(plan)

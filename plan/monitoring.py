@@ -364,6 +364,9 @@ class MonitoringPlan:
     rules: tuple[Rule, ...]
     webhook: str | None = field(default=None, repr=False)
     grafana: GrafanaPlan | None = None
+    # vLLM's /metrics needs the deployment's key like every route but /health: Prometheus reads it from this
+    # file (root:prometheus 0640, written like the other key files), never from its config.
+    key_file: str | None = None
 
     @property
     def rate_window(self) -> str:
@@ -397,6 +400,8 @@ class MonitoringPlan:
         for job, targets in jobs.items():
             scrape.append({"job_name": job, "metrics_path": "/metrics", "static_configs": [
                 {"targets": [t.address], "labels": dict(t.labels)} for t in targets]})
+            if job == "vllm" and self.key_file:
+                scrape[-1]["authorization"] = {"type": "Bearer", "credentials_file": self.key_file}
         return {
             "global": {"scrape_interval": interval, "evaluation_interval": interval,
                        "external_labels": {"deployment": self.deployment}},
@@ -590,4 +595,5 @@ def build_monitoring_plan(settings: Settings, host: str, members: Iterable[Membe
         rules=build_rules(settings.vllm_slo_ttft_ms, model_dirs),
         webhook=settings.vllm_alert_webhook,
         grafana=GrafanaPlan(settings.grafana_apt_repo) if settings.vllm_grafana and settings.grafana_apt_repo else None,
+        key_file=f"/etc/prometheus/vllm-{settings.vllm_deployment}.key" if settings.vllm_require_api_key else None,
     )

@@ -32,6 +32,13 @@ CHAT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "chat"
 CPU_BUILD_BROKEN_PACKAGES = ("torchvision", "torchaudio", "torchcodec")
 # Seconds systemd allows a start beyond the health wait's own deadline (exec, curl, teardown).
 START_TIMEOUT_MARGIN = 60
+# The key check on every route but /health (remote/vllm_auth.py): vLLM's --api-key guards only /v1 and a few
+# other prefixes. The module lives in its own directory, put on the service's PYTHONPATH (and mounted read-only
+# into the container), so nothing else of the deploy's scripts is importable by vLLM.
+AUTH_SOURCE = Path(__file__).resolve().parent.parent / "remote" / "vllm_auth.py"
+AUTH_DIR = "/usr/local/lib/vllm-deploy/asgi"
+AUTH_FILE = f"{AUTH_DIR}/vllm_auth.py"
+AUTH_MIDDLEWARE = "vllm_auth.RequireApiKey"
 
 
 class PlanError(ValueError):
@@ -123,6 +130,7 @@ class ServicePlan:
     shm_size_gib: int = 1
     recipe: Recipe | None = None
     cluster: ClusterRole | None = None
+    auth_middleware: bool = False
 
     @property
     def headless(self) -> bool:
@@ -434,6 +442,19 @@ def _chat_template(settings: Settings) -> tuple[str | None, str | None]:
                     "nor an absolute path on the host")
 
 
+# Eager still compiles helpers with torch.compile and the CPU's inductor backend, which needs a C++ compiler a
+# server may lack: "InvalidCxxCompiler" kills the engine core on the first request that reaches one (a completion
+# with echo and logprobs on one rank; VocabParallelEmbedding's masked input under tensor parallel). Eager means
+# no compiling: TorchDynamo off, and those helpers run as plain Python (no throughput lost, `bench.py` shows).
+CPU_EAGER_ENV = {"TORCHDYNAMO_DISABLE": "1"}
+
+
+def auth_env(env: dict[str, str]) -> dict[str, str]:
+    """The service's environment with the key check's directory first on PYTHONPATH (a site's own path kept)."""
+    theirs = env.get("PYTHONPATH")
+    return {**env, "PYTHONPATH": f"{AUTH_DIR}:{theirs}" if theirs else AUTH_DIR}
+
+
 def _service_env(settings: Settings, plan_device: str, state_dir: str, fit: Any, hf_endpoint: str | None,
                  interconnect: InterconnectPlan | None = None) -> dict:
     env = {
@@ -449,11 +470,8 @@ def _service_env(settings: Settings, plan_device: str, state_dir: str, fit: Any,
         # One process less and vLLM's internal ports on loopback: what made the CPU build start reliably.
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         env["VLLM_HOST_IP"] = "127.0.0.1"
-        if "--enforce-eager" in fit.vllm_args and (fit.tensor_parallel_size or 1) > 1:
-            # Eager still compiles one helper under tensor parallel (VocabParallelEmbedding's masked input,
-            # torch.compile with the CPU's inductor backend), which needs a C++ compiler the server may lack:
-            # "InvalidCxxCompiler" on the first completion. Eager means no compiling: turn TorchDynamo off.
-            env["TORCHDYNAMO_DISABLE"] = "1"
+        if "--enforce-eager" in fit.vllm_args:
+            env.update(CPU_EAGER_ENV)
     elif interconnect is not None:
         # NCCL_P2P_DISABLE only where NCCL's P2P would hang (GeForce PCIe P2P, vllm #14449; ACS redirect).
         env.update(interconnect.env)
@@ -542,6 +560,13 @@ def build_plan(settings: Settings, facts: HostFacts, host: str, service_active: 
     recipe = model_recipe(settings, model)
     vllm_args += [*recipe.args, *settings.vllm_extra_args]
     env = _service_env(settings, device, state_dir, fit, settings.hf_endpoint, doctor)
+    auth = key_files is not None
+    if auth:
+        problem = sizing.flag_problem("--middleware", settings.vllm_version)
+        if problem:
+            raise PlanError(f"vllm_version: {problem}")
+        vllm_args += ["--middleware", AUTH_MIDDLEWARE]
+        env = auth_env(env)
     if gpus is not None and not docker:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
     image = settings.vllm_docker_image or f"vllm/vllm-openai:v{settings.vllm_version}"
@@ -550,7 +575,8 @@ def build_plan(settings: Settings, facts: HostFacts, host: str, service_active: 
     max_tasks = tasks_max(facts.cpu_count, world_size)
     if docker:
         argv = docker_argv(unit, image, settings, state_dir, template_path, env_files, vllm_args,
-                           listen=listen, gpus=gpus, shm_gib=world_size, memory=mem_max, pids=max_tasks)
+                           listen=listen, gpus=gpus, shm_gib=world_size, memory=mem_max, pids=max_tasks,
+                           auth=auth)
     else:
         argv = [f"{venv}/bin/python", *ENTRYPOINT, *vllm_args]
 
@@ -624,6 +650,7 @@ def build_plan(settings: Settings, facts: HostFacts, host: str, service_active: 
         tasks_max=max_tasks,
         shm_size_gib=world_size,
         recipe=recipe,
+        auth_middleware=auth,
     )
 
 
@@ -643,7 +670,8 @@ def model_recipe(settings: Settings, model: Any) -> Recipe:
 
 def docker_argv(name: str, image: str, settings: Settings, state_dir: str, template_path: str | None,
                 env_files: list[str], vllm_args: list[str], listen: str, gpus: tuple[int, ...] | None,
-                shm_gib: int = 1, memory: int | None = None, pids: int | None = None) -> list[str]:
+                shm_gib: int = 1, memory: int | None = None, pids: int | None = None, auth: bool = False
+                ) -> list[str]:
     """`docker run` in the foreground under systemd: --rm and named, so `docker stop` ends it cleanly.
 
     Sandboxed as far as docker allows: no capabilities, no privilege gain, the model mounted
@@ -665,6 +693,8 @@ def docker_argv(name: str, image: str, settings: Settings, state_dir: str, templ
             "-v", f"{state_dir}:{state_dir}"]
     if template_path:
         argv += ["-v", f"{template_path}:{template_path}:ro"]
+    if auth:
+        argv += ["-v", f"{AUTH_DIR}:{AUTH_DIR}:ro"]
     return [*argv, image, *vllm_args]
 
 

@@ -91,6 +91,9 @@ FLAG_RULES: tuple[FlagRule, ...] = (
     # Draining on SIGTERM is what lets a rolling restart finish in-flight requests; the pinned
     # version is the oldest checked to have it, so older targets simply stop abruptly.
     FlagRule("--shutdown-timeout", None, "upgrade vLLM to drain requests on stop", added=(0, 32, 0)),
+    # The deploy's own key check on every route (remote/vllm_auth.py) is loaded with it.
+    FlagRule("--middleware", None, "upgrade vLLM to 0.4.1 or later, or set vllm_require_api_key = False on a "
+             "network you trust", added=(0, 4, 1)),
 )
 
 _RULES_BY_FLAG = {rule.flag: rule for rule in FLAG_RULES}

@@ -39,6 +39,7 @@ from plan.monitoring import (
 )
 from plan.quoting import sh
 from tasks.apt_lists import refreshed, update_once
+from tasks.secret_files import secret_file
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates" / "monitoring"
@@ -134,11 +135,15 @@ def grafana(m: MonitoringPlan) -> None:
     _service("grafana-server.service", [*dropin, *provisioned])
 
 
-def prometheus(m: MonitoringPlan) -> None:
+def prometheus(m: MonitoringPlan, api_key: str | None) -> None:
     """Prometheus and Alertmanager on loopback, their configs checked on the host before the reload."""
     args = [_defaults("prometheus", m.prometheus_args), _defaults("alertmanager", m.alertmanager_args)]
     apt.packages(name="Prometheus and Alertmanager", packages=list(m.apt_packages), no_recommends=True,
                  **update_once())
+    if m.key_file and api_key:
+        # Read at each scrape: a new key needs no reload. The package made the prometheus group above.
+        secret_file(name="API key for Prometheus' scrapes of vLLM (0640 root:prometheus)", dest=m.key_file,
+                    content=api_key, group="prometheus", mode="640")
     content = m.files()
     # /etc/prometheus is the package's: its owner stays (create_remote_dir=False).
     written = {path: files.put(name=f"Prometheus {Path(path).name}", src=StringIO(content[path]), dest=path,
@@ -157,6 +162,6 @@ def monitoring(plan: HostPlan) -> None:
     if plan.exporters is not None:
         exporters(plan.exporters)
     if plan.monitoring is not None:
-        prometheus(plan.monitoring)
+        prometheus(plan.monitoring, plan.api_key)
         if plan.monitoring.grafana is not None:
             grafana(plan.monitoring)

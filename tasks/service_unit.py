@@ -17,7 +17,7 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, python, systemd
 
 from plan.host import HostPlan
-from plan.service import ServicePlan
+from plan.service import AUTH_DIR, AUTH_FILE, AUTH_SOURCE, ServicePlan
 from tasks.cluster import cluster_member, launcher
 from tasks.secret_files import secret_file
 from tasks.verify import restart_and_verify
@@ -39,6 +39,19 @@ def api_key_files(plan: HostPlan) -> list[OperationMeta]:
     secret_file(name="API key header for checks on the host (0600)", dest=plan.key_header_file,
                 content=f"Authorization: Bearer {plan.api_key}\n")
     return [env]
+
+
+def auth_module(plan: HostPlan) -> list[OperationMeta]:
+    """The key check every instance's vLLM loads (`--middleware`): root-owned, readable by the service.
+
+    Returns the upload, whose change must restart the instances (vLLM imports it once, at start).
+    """
+    if not any(i.auth_middleware for i in plan.instances):
+        return []
+    files.directory(name="Key check module directory (root only writes)", path=AUTH_DIR, user="root", group="root",
+                    mode="755")
+    return [files.put(name="Key check for every route but /health (vLLM --middleware)", src=str(AUTH_SOURCE),
+                      dest=AUTH_FILE, user="root", group="root", mode="644")]
 
 
 def _changed(ops: list[OperationMeta]) -> Callable[[], bool]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from plan.service import PlanError
+from plan.service import AUTH_SOURCE, PlanError
 from tests.deploy.fakeserver import plan_for, run_fake_deploy
 
 SEED_000 = {
@@ -52,7 +52,12 @@ def test_seed_000_four_2080ti_renders_the_articles_service(tmp_path: Path) -> No
     output, out = _deploy(tmp_path, "2080ti-x4-ubuntu2404", SEED_000, plan)
     unit = (out / "files/etc/systemd/system/vllm.service").read_text()
     assert f"ExecStart={plan.command_line}" in unit
-    assert "User=vllm" in unit and "Restart=on-failure" in unit and "After=network-online.target" in unit
+    assert "User=vllm" in unit and "After=network-online.target" in unit
+    # vLLM exits 0 when its engine core dies: only Restart=always brings it back.
+    assert "\nRestart=always\n" in unit and "Restart=on-failure" not in unit
+    # Every route but /health needs the key: the deploy's own middleware, importable from its directory only.
+    assert argv[argv.index("--middleware") + 1] == "vllm_auth.RequireApiKey"
+    assert (out / "files/usr/local/lib/vllm-deploy/asgi/vllm_auth.py").read_text() == AUTH_SOURCE.read_text()
     # A CUDA host's sandbox: only the NVIDIA devices (no PrivateDevices, which would hide them).
     assert "DevicePolicy=closed\nDeviceAllow=char-nvidia* rw\n" in unit and "PrivateDevices" not in unit
     assert "CapabilityBoundingSet=\n" in unit and "SystemCallFilter=@system-service\n" in unit
@@ -60,6 +65,7 @@ def test_seed_000_four_2080ti_renders_the_articles_service(tmp_path: Path) -> No
     assert "TimeoutStartSec=infinity" not in unit
     env = (out / "files/etc/vllm/vllm.env").read_text()
     assert "NCCL_P2P_DISABLE=1\n" in env and "HF_HUB_OFFLINE=1\n" in env
+    assert "PYTHONPATH=/usr/local/lib/vllm-deploy/asgi\n" in env
     template = out / "files/etc/vllm/chat-template-qwen3-programming.jinja"
     assert "<|im_start|>" in template.read_text()
     assert _flag(argv, "--chat-template") == "/etc/vllm/chat-template-qwen3-programming.jinja"

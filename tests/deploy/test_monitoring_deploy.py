@@ -40,6 +40,13 @@ def test_monitoring_host_gets_checked_configs_loopback_services_and_grafana(tmp_
     config = yaml.safe_load((files / "etc/prometheus/prometheus.yml").read_text())
     jobs = {job["job_name"]: job["static_configs"] for job in config["scrape_configs"]}
     assert jobs["vllm"] == [{"targets": ["127.0.0.1:8000"], "labels": {"host": "@fake/gpu", "instance_name": "vllm"}}]
+    # vLLM's /metrics needs the key: read from a file Prometheus' group may read, never written into its config.
+    vllm_job = next(job for job in config["scrape_configs"] if job["job_name"] == "vllm")
+    assert vllm_job["authorization"] == {"type": "Bearer", "credentials_file": "/etc/prometheus/vllm-vllm.key"}
+    key = (files / "etc/vllm/api-key.env").read_text().removeprefix("VLLM_API_KEY=")
+    assert (files / "etc/prometheus/vllm-vllm.key").read_text() == key
+    assert key.strip() not in (files / "etc/prometheus/prometheus.yml").read_text()
+    assert "vllm-deploy-secret /etc/prometheus/vllm-vllm.key root prometheus 640" in commands
     assert jobs["node"][0]["targets"] == ["127.0.0.1:9100"] and jobs["nginx"][0]["targets"] == ["127.0.0.1:9113"]
     assert config["rule_files"] == ["/etc/prometheus/vllm-alerts.yml"]
     rules = yaml.safe_load((files / "etc/prometheus/vllm-alerts.yml").read_text())["groups"][0]["rules"]

@@ -119,8 +119,15 @@ def test_docker_on_converged_seed_server_changes_nothing(tmp_path: Path) -> None
 
 
 def test_docker_upstream_on_converged_h100_changes_nothing(tmp_path: Path) -> None:
-    output, _ = deploy(tmp_path, "h100-x1-ubuntu2404", {**MODEL, "vllm_runtime": "docker"}, IMAGE_PRESENT)
+    output, out = deploy(tmp_path, "h100-x1-ubuntu2404", {**MODEL, "vllm_runtime": "docker"}, IMAGE_PRESENT)
     assert changed_in_stage(output, "Install vLLM (docker runtime)") == []
+    # The container gets the same key check on every route and the same restart policy as a venv's vLLM.
+    unit = read(out, "/etc/systemd/system/vllm.service")
+    assert "\nRestart=always\n" in unit
+    assert " -v /usr/local/lib/vllm-deploy/asgi:/usr/local/lib/vllm-deploy/asgi:ro " in unit
+    assert " --middleware vllm_auth.RequireApiKey" in unit
+    assert "PYTHONPATH=/usr/local/lib/vllm-deploy/asgi\n" in read(out, "/etc/vllm/vllm.env")
+    assert read(out, "/usr/local/lib/vllm-deploy/asgi/vllm_auth.py").startswith('"""ASGI middleware')
 
 
 def test_registry_mirrors_merge_into_daemon_json_keeping_the_users_keys(tmp_path: Path) -> None:
@@ -160,6 +167,7 @@ def test_conda_on_seed_001_workstation_is_already_right(tmp_path: Path) -> None:
     assert changed_in_stage(output, "Install vLLM (conda runtime)") == []
     unit = read(out, "/etc/systemd/system/vllm.service")
     assert "ExecStart=/opt/vllm/miniconda3/envs/vllm/bin/python -m vllm.entrypoints.openai.api_server" in unit
+    assert "\nRestart=always\n" in unit and " --middleware vllm_auth.RequireApiKey" in unit
     cmds = (out / "commands.txt").read_text()
     assert "Miniconda3-" not in cmds and "conda create" not in cmds and "pip install" not in cmds
 

@@ -78,7 +78,7 @@ def test_switched_off_nothing_is_uploaded_or_started(tmp_path: Path) -> None:
     _, out = _deploy(tmp_path, {"vllm_watchdog": False})
     assert not (out / "files/etc/vllm/watchdog.json").exists()
     assert not (out / "files" / UNIT.lstrip("/")).exists()
-    assert not (out / "files/usr/local/lib/vllm-deploy").exists()
+    assert not (out / "files/usr/local/lib/vllm-deploy/vllm_watchdog.py").exists()
     commands = (out / "commands.txt").read_text()
     assert "systemctl stop vllm-watchdog" not in commands and "systemctl disable vllm-watchdog" not in commands, \
         "a host that never had it sees no change"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,9 @@ def _write(tmp: Path, plan: MonitoringPlan) -> tuple[Path, Path]:
     """prometheus.yml and the rules in `tmp`, the config pointing at the copy of the rules."""
     rules = tmp / "rules.yml"
     rules.write_text(plan.files()[RULES_FILE])
+    key = tmp / "vllm.key"  # promtool checks that the scrape's credentials file exists
+    key.write_text("sk-test\n")
+    plan = replace(plan, key_file=str(key))
     config = plan.prometheus_config() | {"rule_files": [str(rules)]}
     (tmp / "prometheus.yml").write_text(yaml_dump(config))
     return tmp / "prometheus.yml", rules

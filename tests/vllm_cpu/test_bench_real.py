@@ -69,7 +69,8 @@ def _bash(command: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 def _counter(server: TinyServer, name: str) -> float:
     """A counter summed over its labels, from the server's own /metrics."""
-    with urllib.request.urlopen(f"{server.base}/metrics", timeout=30) as response:
+    request = urllib.request.Request(f"{server.base}/metrics", headers={"Authorization": f"Bearer {server.api_key}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
         text = response.read().decode()
     pattern = re.compile(rf"^{re.escape(name)}(\{{[^}}]*\}})? ([0-9.e+]+)$", re.MULTILINE)
     values = [float(m.group(2)) for m in pattern.finditer(text)]

@@ -30,7 +30,7 @@ def _served_with_16_tokens(story: Story) -> float:
     total = 0.0
     for host, ports in ((story.a, (8001, 8002)), (story.b, (8001,))):
         for port in ports:
-            text = host.run(f"curl -s http://127.0.0.1:{port}/metrics").stdout
+            text = host.run(f"curl -s -H @/etc/vllm/api-key.header http://127.0.0.1:{port}/metrics").stdout
             buckets = {le: float(v) for le, v in re.findall(
                 r'^vllm:request_generation_tokens_bucket\{[^}]*le="([0-9.]+)"[^}]*\} (\S+)$', text, re.M)}
             total += buckets["20.0"] - buckets["10.0"]
