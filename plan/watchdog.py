@@ -25,6 +25,9 @@ CONFIG_FILE = f"{CONFIG_DIR}/watchdog.json"
 # Root-owned and outside the service account's prefix: the script runs as root, so no file the
 # vllm user can write may be what it executes.
 REMOTE_DIR = "/usr/local/lib/vllm-deploy"
+# A failed unit (start limit hit) is started again after at least this many seconds, at most REVIVE_MAX apart.
+REVIVE_MIN = 30
+REVIVE_MAX = 1800
 SCRIPT_NAME = "vllm_watchdog.py"
 SCRIPT_SOURCE = Path(__file__).resolve().parent.parent / "remote" / SCRIPT_NAME
 # systemd's StateDirectory= (under /var/lib): the restart counters survive a restart of the watchdog.
@@ -72,6 +75,17 @@ class WatchedInstance:
         return (*docker, ("systemctl", "kill", "--signal=SIGKILL", self.service),
                 ("systemctl", "restart", self.service))
 
+    @property
+    def revive_commands(self) -> tuple[tuple[str, ...], ...]:
+        """A unit systemd gave up on (start limit hit): forget its failed starts, then start it."""
+        return (("systemctl", "reset-failed", self.service), ("systemctl", "start", self.service))
+
+    @property
+    def revive_after(self) -> int:
+        """Seconds a unit stays failed before the watchdog starts it: as long as a hang is given (misses x
+        interval), so a unit that keeps failing is started at most that often, the wait doubling each time."""
+        return max(REVIVE_MIN, self.misses * self.interval)
+
     def to_config(self) -> dict[str, Any]:
         return {
             "unit": self.unit,
@@ -86,6 +100,9 @@ class WatchedInstance:
             "state_command": list(self.state_command),
             "restart_commands": [list(c) for c in self.restart_commands],
             "restart_timeout": self.restart_timeout,
+            "revive_commands": [list(c) for c in self.revive_commands],
+            "revive_after": self.revive_after,
+            "revive_max": REVIVE_MAX,
         }
 
 

@@ -7,6 +7,10 @@ with a deadline, every interval, one thread per instance; after `misses` probes 
 token it logs why to stdout (the journal) and runs the instance's restart commands (SIGKILL to the
 unit, then `systemctl restart`). Only units whose ActiveState is `active` are probed: a vLLM unit
 is `activating` until its health wait passes, so a start in progress is never counted against it.
+A unit that is `failed` (systemd gave up on it: its start limit, after restarts that kept failing)
+is started again once it has been failed for `revive_after` seconds, that wait doubling with each
+revival that does not end serving (at most `revive_max`); an `inactive` unit was stopped by an
+operator (with Restart=always nothing else leaves it so) and is left alone.
 
 Metrics go to the node exporter's textfile directory (written whole, then renamed, so a scrape
 never reads half a file); the restart counters persist in the state directory. The API key is
@@ -63,6 +67,9 @@ class Instance:
     state_command: list[str]
     restart_commands: list[list[str]]
     restart_timeout: float
+    revive_commands: list[list[str]] = field(default_factory=list)
+    revive_after: float = 60.0
+    revive_max: float = 1800.0
 
     @classmethod
     def from_config(cls, raw: dict[str, Any]) -> Instance:
@@ -72,7 +79,9 @@ class Instance:
                    misses=max(1, int(raw["misses"])), interval=float(raw["interval"]),
                    state_command=[str(w) for w in raw["state_command"]],
                    restart_commands=[[str(w) for w in c] for c in raw["restart_commands"]],
-                   restart_timeout=float(raw["restart_timeout"]))
+                   restart_timeout=float(raw["restart_timeout"]),
+                   revive_commands=[[str(w) for w in c] for c in raw.get("revive_commands", [])],
+                   revive_after=float(raw.get("revive_after", 60)), revive_max=float(raw.get("revive_max", 1800)))
 
 
 @dataclass(frozen=True)
@@ -268,6 +277,8 @@ class Watcher(threading.Thread):
         self.state = ""
         self.refused = ""
         self.key_problem = ""
+        self.failed_since: float | None = None
+        self.revive_wait = inst.revive_after
 
     def unit_state(self) -> str:
         try:
@@ -311,7 +322,8 @@ class Watcher(threading.Thread):
             if self.misses:
                 self.misses = []
             self.metrics.probed(inst.unit, 0, None)
-            return False
+            return self.revive_if_failed(state)
+        self.failed_since = None
         health: list[str] = []
         checker = threading.Thread(target=lambda: health.append(probe_health(inst)), daemon=True)
         checker.start()  # alongside the completion, so it adds nothing to the restart bound
@@ -327,6 +339,7 @@ class Watcher(threading.Thread):
             return False
         self.refused = ""
         if outcome.verdict == "ok":
+            self.revive_wait = inst.revive_after  # serving again: the next failure waits the shortest time
             if self.misses:
                 log(INFO, f"{inst.unit}: answered again after {len(self.misses)} missed probe(s), "
                           f"in {outcome.seconds:.2f} s")
@@ -348,13 +361,34 @@ class Watcher(threading.Thread):
         self.restart()
         return True
 
-    def restart(self) -> None:
+    def revive_if_failed(self, state: str) -> bool:
+        """Start a unit systemd gave up on, once it has been `failed` for the current wait; True when started."""
+        inst = self.inst
+        if state != "failed" or not inst.revive_commands:
+            self.failed_since = None
+            return False
+        now = time.monotonic()
+        if self.failed_since is None:
+            self.failed_since = now
+            log(WARNING, f"{inst.unit}: unit failed (systemd stopped restarting it); starting it again in "
+                         f"{self.revive_wait:g} s")
+            return False
+        if now - self.failed_since < self.revive_wait:
+            return False
+        log(ERR, f"{inst.unit}: failed for {now - self.failed_since:.0f} s; starting it again "
+                 "(systemctl reset-failed, then start)")
+        self.failed_since = None
+        self.revive_wait = min(inst.revive_max, self.revive_wait * 2)  # back to revive_after once it serves
+        self.restart(inst.revive_commands, "started again")
+        return True
+
+    def restart(self, commands: list[list[str]] | None = None, what: str = "restarted") -> None:
         """Count, run the restart commands, then wait (up to restart_timeout) for the unit to be active."""
         inst = self.inst
         self.misses = []
         count = self.metrics.restarted(inst.unit)
         start = time.monotonic()
-        for command in inst.restart_commands:
+        for command in inst.restart_commands if commands is None else commands:
             left = max(1.0, inst.restart_timeout - (time.monotonic() - start))
             try:
                 done = subprocess.run(command, capture_output=True, text=True, timeout=left)
@@ -368,9 +402,12 @@ class Watcher(threading.Thread):
         while not self.stop.is_set():
             state = self.unit_state()
             if state == "active":
-                log(INFO, f"{inst.unit}: restarted by the watchdog (restart {count}); active again after "
+                log(INFO, f"{inst.unit}: {what} by the watchdog (restart {count}); active again after "
                           f"{time.monotonic() - start:.0f} s")
                 self.state = state
+                return
+            if state == "failed":  # the start itself failed: waiting longer brings nothing
+                log(ERR, f"{inst.unit}: failed again after the watchdog's start; see journalctl -u {inst.unit}")
                 return
             if time.monotonic() - start > inst.restart_timeout:
                 log(ERR, f"{inst.unit}: not active {inst.restart_timeout:g} s after the restart ({state}); "

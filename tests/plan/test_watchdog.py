@@ -242,14 +242,15 @@ class Watchdog:
         return self.proc.returncode
 
 
-def recorder_command(calls: Path, then: str = "") -> list[str]:
-    """A restart command that appends a line to `calls`, then runs the Python statement `then`."""
-    return [sys.executable, "-c", f"import sys; open(sys.argv[1], 'a').write('restart\\n'); {then}", str(calls)]
+def recorder_command(calls: Path, then: str = "", word: str = "restart") -> list[str]:
+    """A restart command that appends `word` as a line to `calls`, then runs the Python statement `then`."""
+    return [sys.executable, "-c", f"import sys; open(sys.argv[1], 'a').write('{word}\\n'); {then}", str(calls)]
 
 
 def start_watchdog(tmp: Path, base: str, *, model: str = "tiny", interval: float = 0.6, timeout: float = 0.5,
                    misses: int = 2, state_command: list[str] | None = None, restart_then: str = "",
-                   restart_command: list[str] | None = None, key_header_file: Path | None = None) -> Watchdog:
+                   restart_command: list[str] | None = None, key_header_file: Path | None = None,
+                   revive_then: str = "", revive_after: float = 1.0) -> Watchdog:
     """Run remote/vllm_watchdog.py on a config like the plan's, with recorders for systemctl."""
     calls = tmp / "restart-calls"
     config = {
@@ -264,6 +265,8 @@ def start_watchdog(tmp: Path, base: str, *, model: str = "tiny", interval: float
             "state_command": state_command or ["echo", "active"],
             "restart_commands": [restart_command or recorder_command(calls, restart_then)],
             "restart_timeout": 60,
+            "revive_commands": [recorder_command(calls, revive_then, word="revive")],
+            "revive_after": revive_after, "revive_max": 4 * revive_after,
         }],
     }
     (tmp / "watchdog.json").write_text(json.dumps(config))
@@ -351,6 +354,34 @@ def test_a_unit_that_is_not_active_is_not_probed(tmp_path: Path, stand_in: Stand
     state.write_text("active\n")
     wait_for(lambda: len(stand_in.completions) >= 1, 10, "a probe once active", wd)
     assert "vllm-a: unit is active; probing every 0.6 s" in wd.output()
+
+
+def test_a_failed_unit_is_started_again_after_its_wait_an_inactive_one_is_left_alone(
+        tmp_path: Path, stand_in: StandIn, started: list[Watchdog]) -> None:
+    """systemd gave up (start limit): the watchdog starts the unit again; an operator's stop it leaves alone."""
+    state, after_start = tmp_path / "unit-state", tmp_path / "state-after-start"
+    state.write_text("inactive\n")
+    after_start.write_text("active\n")
+    start = f"open({str(state)!r}, 'w').write(open({str(after_start)!r}).read())"
+    wd = start_watchdog(tmp_path, stand_in.base, state_command=["cat", str(state)], revive_then=start,
+                        revive_after=1.0)
+    started.append(wd)
+    wait_for(lambda: "unit is inactive; not probed until it is active" in wd.output(), 10, "the state line", wd)
+    time.sleep(2)  # longer than the revive wait: an inactive unit was stopped on purpose
+    assert wd.restarts() == [] and stand_in.completions == []
+    state.write_text("failed\n")
+    wait_for(lambda: "started again by the watchdog" in wd.output(), 10, "the revival", wd)
+    out = wd.output()
+    assert "<4>vllm-a: unit failed (systemd stopped restarting it); starting it again in 1 s" in out, out
+    assert "<3>vllm-a: failed for 1 s; starting it again (systemctl reset-failed, then start)" in out, out
+    assert wd.restarts() == ["revive"] and wd.metric("vllm_watchdog_restarts_total") == 1
+    wait_for(lambda: len(stand_in.completions) >= 1, 10, "probed once active", wd)
+    # A start that fails again: the next wait doubles (2 s, then 4 s, the most here), so a unit that cannot run
+    # is not started in a loop.
+    after_start.write_text("failed\n")
+    state.write_text("failed\n")
+    wait_for(lambda: "starting it again in 4 s" in wd.output(), 20, "the doubled waits", wd)
+    assert "starting it again in 2 s" in wd.output() and wd.restarts() == ["revive"] * 3
 
 
 def test_the_restart_counter_survives_a_restart_of_the_watchdog(
