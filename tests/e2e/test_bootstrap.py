@@ -8,6 +8,7 @@ and serving); the two fleet hosts stop after their check, and the tests that fol
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -22,6 +23,8 @@ import pytest
 
 from hostlab import Lab, TestHost
 from hostlab.deployrun import ROOT, RunResult, lab_api_key, lab_host, run_pyinfra
+from tests.e2e.engine import engine_core, oom_kill
+from tests.openai_conformance import unguarded_routes
 
 pytestmark = pytest.mark.hosts
 
@@ -105,7 +108,7 @@ def test_fresh_host_is_deployed_and_serves(deployed: Deployed) -> None:
     assert service.is_enabled and service.is_running
     unit = ti.file("/etc/systemd/system/vllm.service")
     assert (unit.user, unit.group, unit.mode) == ("root", "root", 0o644)
-    assert "Restart=on-failure" in unit.content_string and "EnvironmentFile=/etc/vllm/vllm.env" in unit.content_string
+    assert "\nRestart=always\n" in unit.content_string and "EnvironmentFile=/etc/vllm/vllm.env" in unit.content_string
     env = ti.file("/etc/vllm/vllm.env")
     assert (env.user, env.group, env.mode) == ("root", "vllm", 0o640)
     assert "VLLM_ENABLE_V1_MULTIPROCESSING=0\n" in env.content_string
@@ -276,6 +279,80 @@ def test_kill_9_is_restarted_by_systemd_and_verifies(deployed: Deployed) -> None
     assert check.returncode == 0, check.failure(5000)
     assert "vLLM serving 'tiny'" in check.output
     assert_serving(deployed.host)
+
+
+def test_every_route_but_health_needs_the_key_on_the_instance_port(deployed: Deployed) -> None:
+    """Every route the deployed vLLM lists in its own /openapi.json, from the network, without and with a wrong key."""
+    host = deployed.host
+    open_routes = unguarded_routes(lambda: http.client.HTTPConnection(host.ip, 8000, timeout=60), lab_api_key())
+    assert open_routes == {}, f"answered without the right key: {open_routes}"
+
+
+# A death of the engine core, as production has it: SIGKILL (the OOM killer, an operator), SIGSEGV (a crashing
+# kernel or driver), and the kernel's own OOM kill under load. Each must end with the instance serving again.
+ENGINE_DEATH_BOUND = 180  # seconds from the death to a verified completion: RestartSec 5 + a start (~30 s here)
+
+
+def _clean_exits(host: TestHost) -> int:
+    """How often the unit's main process ended with status 0 (systemd's line for a successful deactivation)."""
+    return int(host.run("journalctl -u vllm -o cat --no-pager | grep -c 'vllm.service: Deactivated successfully'",
+                        check=False).stdout.strip() or 0)
+
+
+@pytest.mark.parametrize("death", ["SIGKILL", "SIGSEGV", "OOM"])
+def test_an_engine_core_that_dies_is_brought_back(deployed: Deployed, death: str) -> None:
+    host = deployed.host
+    before, restarts = main_pid(host), int(host.run("systemctl show -p NRestarts --value vllm").stdout)
+    clean_exits = _clean_exits(host)
+    engine = engine_core(host, "vllm")
+    start = time.monotonic()
+    if death == "OOM":
+        killed = oom_kill(host, "vllm", f"http://{host.ip}:8000/v1/completions")
+        print(f"\nkernel: {killed}")
+    else:
+        host.run(f"kill -{death.removeprefix('SIG')} {engine}")
+    while True:
+        assert time.monotonic() - start < ENGINE_DEATH_BOUND, (
+            f"not serving {ENGINE_DEATH_BOUND} s after the engine's {death}: "
+            f"{host.run('systemctl show -p ActiveState -p SubState -p NRestarts -p ExecMainStatus vllm').stdout}")
+        if main_pid(host) not in (0, before) and host.run("systemctl is-active vllm", check=False).stdout.strip() \
+                == "active":
+            try:
+                assert_serving(host)
+                break
+            except OSError:
+                pass
+        time.sleep(1)
+    took = time.monotonic() - start
+    print(f"engine core {death}: serving again after {took:.0f} s (bound {ENGINE_DEATH_BOUND} s)")
+    assert int(host.run("systemctl show -p NRestarts --value vllm").stdout) == restarts + 1
+    assert _clean_exits(host) == clean_exits + 1, \
+        "the API server exits 0 after an engine death (systemd: 'Deactivated successfully'): only Restart=always " \
+        "restarts it"
+
+
+def test_the_watchdog_starts_a_unit_systemd_gave_up_on(deployed: Deployed) -> None:
+    """Restarts that keep failing hit the start limit; once the cause is gone the watchdog starts the unit."""
+    host = deployed.host
+    assert host.run("systemctl is-active vllm-watchdog").stdout.strip() == "active"
+    host.run("mv /etc/vllm/vllm.env /etc/vllm/vllm.env.off && { systemctl restart vllm || true; }")
+    try:
+        deadline = time.monotonic() + 120
+        while host.run("systemctl show -p ActiveState --value vllm").stdout.strip() != "failed":
+            assert time.monotonic() < deadline, "the start limit was not hit within 120 s"
+            time.sleep(1)
+    finally:
+        host.run("mv /etc/vllm/vllm.env.off /etc/vllm/vllm.env")
+    failed_at = time.monotonic()
+    bound = 45 + ENGINE_DEATH_BOUND  # the watchdog's wait (misses x interval), then a start
+    while host.run("systemctl is-active vllm", check=False).stdout.strip() != "active":
+        assert time.monotonic() - failed_at < bound, host.journal("vllm-watchdog", 20)
+        time.sleep(1)
+    print(f"\nfailed unit started again by the watchdog after {time.monotonic() - failed_at:.0f} s (bound {bound} s)")
+    log = host.run("journalctl -u vllm-watchdog -o cat --no-pager --since '-5min'").stdout
+    assert "vllm: unit failed (systemd stopped restarting it); starting it again in 45 s" in log, log[-2000:]
+    assert "vllm: started again by the watchdog" in log, log[-2000:]
+    assert_serving(host)
 
 
 def test_reboot_brings_the_service_back(deployed: Deployed) -> None:
