@@ -20,12 +20,16 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from plan.service import AUTH_MIDDLEWARE, AUTH_SOURCE, CPU_EAGER_ENV
 from tests.vllm_cpu.realparser import REPO_SCRIPTS, cache_dir, vllm_env
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 TINY_MODEL_MARKER = ".tiny-model-complete"
 CPU_ARGS = ["--kv-cache-memory-bytes", "64M", "--enforce-eager", "--dtype", "float32", "--max-model-len", "1024"]
-CPU_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+# What the plan renders for an eager CPU instance (TorchDynamo off), and no C++ compiler: this controller has
+# one, a server usually has none (the lab's hosts neither), and a request that makes torch compile one then kills
+# the engine ("InvalidCxxCompiler"). torch's inductor takes the compiler from CXX.
+CPU_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", **CPU_EAGER_ENV, "CXX": "/nonexistent/no-c++-compiler-here"}
 
 
 def tiny_model_dir() -> Path:
@@ -132,15 +136,23 @@ def _children(pid: int) -> list[int]:
 
 
 def start_tiny_server(python: Path, model: Path, workdir: Path, served_name: str = "tiny",
-                      api_key: str | None = None, ready_timeout: float = 240) -> TinyServer:
+                      api_key: str | None = None, ready_timeout: float = 240,
+                      extra_args: tuple[str, ...] = ()) -> TinyServer:
     """Start the server on a free loopback port and wait until /health answers 200."""
     port = free_port()
     env = vllm_env(workdir) | CPU_ENV
     env.pop("VLLM_API_KEY", None)
-    if api_key:
-        env["VLLM_API_KEY"] = api_key
     cmd = [str(python), "-m", SERVER_MODULE, "--model", str(model), *CPU_ARGS,
-           "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port)]
+           "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port), *extra_args]
+    if api_key:
+        # As the deployed unit: the key from the environment, the deploy's key check on every route from its
+        # own directory on PYTHONPATH.
+        env["VLLM_API_KEY"] = api_key
+        asgi = workdir / "asgi"
+        asgi.mkdir(exist_ok=True)
+        (asgi / AUTH_SOURCE.name).write_text(AUTH_SOURCE.read_text())
+        env["PYTHONPATH"] = str(asgi)
+        cmd += ["--middleware", AUTH_MIDDLEWARE]
     log = workdir / "server.log"
     t0 = time.monotonic()
     with log.open("wb") as out:
