@@ -173,14 +173,16 @@ def server_routes(connect: Callable[[], http.client.HTTPConnection], key: str) -
 
 
 def unguarded_routes(connect: Callable[[], http.client.HTTPConnection], key: str,
-                     routes: list[tuple[str, str]] | None = None) -> dict[str, int]:
+                     routes: list[tuple[str, str]] | None = None,
+                     open_routes: frozenset[tuple[str, str]] | set[tuple[str, str]] = OPEN_ROUTES) -> dict[str, int]:
     """Each route asked without a key, with a wrong key and with the key plus one character: every answer but
-    401 (and /health's 200) is returned as `"METHOD path key=...": status`. Empty means all are guarded."""
+    401 (and a 401 from one of `open_routes`) is returned as `"METHOD path key=...": status`. Empty means all
+    are guarded. An instance keeps /health open; the gateway proxies no /health and opens nothing."""
     body = json.dumps({"model": "tiny", "prompt": "Hi", "max_tokens": 1}).encode()
     answered = {}
     for method, path in routes or server_routes(connect, key):
         for wrong in (None, "sk-wrong-0123456789", f"{key}x"):
             status, _ = ask(connect, method, path, wrong, body if method == "POST" else None)
-            if (status == 401) == ((method, path) in OPEN_ROUTES):
+            if (status == 401) == ((method, path) in open_routes):
                 answered[f"{method} {path} key={'<key>x' if wrong and wrong.startswith(key) else wrong!r}"] = status
     return answered

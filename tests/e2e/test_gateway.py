@@ -2,8 +2,10 @@
 
 One module, one story: host A runs the gateway and two instances of the tiny
 model; host B joins with one more instance of it and one of a second model name.
-Then, under a client load loop through the gateway, an instance is killed with
-SIGKILL (the gateway's access log shows the requests it re-sent) and later every
+Every route the running vLLM lists needs the key, on B's instance port and through the gateway, and the
+official openai client's request mix goes through it. Then, under a client load loop through the gateway,
+an instance's engine core is killed with SIGKILL (the gateway's access log shows the requests it re-sent;
+systemd starts the instance again) and later every
 instance is updated in a rolling restart: no request may fail. Finally the key
 files are written again through a non-root SSH user with sudo and every output
 pyinfra has (--diff, -vvv, --debug), while a watcher on each host looks for the
@@ -21,12 +23,15 @@ import threading
 import time
 from collections.abc import Iterator
 
+import openai
 import pytest
 
 from hostlab import Lab, TestHost
 from hostlab.deployrun import RunResult, lab_api_key
 from hostlab.lab import SUDO_USER
+from tests.e2e.engine import engine_core
 from tests.e2e.gatewaylab import GATEWAY_PORT, LoadLoop, Story
+from tests.openai_conformance import ask, run_conformance, server_routes, unguarded_routes
 
 pytestmark = pytest.mark.hosts
 
@@ -128,6 +133,31 @@ def test_a_second_host_joins_the_same_upstream(story: Story) -> None:
     assert {"127.0.0.1:8001", "127.0.0.1:8002", f"{story.b.ip}:8001"} <= used, used
 
 
+def test_every_route_needs_the_key_on_the_gateway_and_on_a_remote_instance(story: Story) -> None:
+    """The routes the running vLLM lists in its /openapi.json (from B's instance, which the network reaches),
+    without the key and with a wrong one: refused by B's instance itself, and by the gateway on every path."""
+    key = lab_api_key()
+
+    def instance() -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(story.b.ip, 8001, timeout=60)
+
+    routes = server_routes(instance, key)
+    assert unguarded_routes(instance, key, routes) == {}
+    assert unguarded_routes(story.connection, key, routes, open_routes=set()) == {}
+    # Bounded at the gateway: a body over vllm_gateway_max_body (16m by default) is refused before any instance.
+    status, _ = ask(story.connection, "POST", "/v1/completions", key, b"x" * (17 << 20))
+    assert status == 413
+
+
+def test_the_openai_clients_requests_through_the_gateway(story: Story) -> None:
+    client = openai.OpenAI(base_url=f"https://{story.a.ip}:{GATEWAY_PORT}/v1", api_key=lab_api_key(),
+                           http_client=openai.DefaultHttpxClient(verify=str(story.cert)), max_retries=0, timeout=120)
+    failed = run_conformance(client, "tiny", tool_parser=False)
+    assert failed == [], "\n".join(failed)
+    for unit, host in (("vllm-a", story.a), ("vllm-b", story.a), ("vllm-c", story.b)):
+        assert host.run(f"systemctl show -p NRestarts --value {unit}").stdout.strip() == "0", f"{unit} restarted"
+
+
 def _completions_logged(host: TestHost, after_line: int) -> list[tuple[str, list[str], list[str]]]:
     """(status, upstream addresses, upstream statuses) of each completion in the access log after a line."""
     log = host.run(f"tail -n +{after_line + 1} {ACCESS_LOG}").stdout
@@ -136,26 +166,33 @@ def _completions_logged(host: TestHost, after_line: int) -> list[tuple[str, list
     return [(status, addrs.split(", "), codes.split(", ")) for status, addrs, codes in found]
 
 
-def test_kill_9_of_one_instance_fails_no_request(story: Story) -> None:
+def test_an_engine_core_killed_under_load_fails_no_request(story: Story) -> None:
+    """SIGKILL to vllm-a's engine core (not its API server): the requests it held get a 500 and are re-sent, the
+    API server exits 0 and systemd starts it again (Restart=always)."""
     before = _main_pid(story.a, "vllm-a")
+    engine = engine_core(story.a, "vllm-a")
     logged_before = int(story.a.run(f"wc -l < {ACCESS_LOG}").stdout)
     with LoadLoop(story, requests=300) as loop:
         loop.wait_for(40)
-        story.a.run(f"kill -9 {before}")
+        killed_at = time.monotonic()
+        story.a.run(f"kill -9 {engine}")
     assert loop.done == 300
-    # The gateway re-sent what hit the dead instance: such a request names two upstreams, the killed one first
-    # (its connection reset or refused: 502), and it still ended 200.
+    # The gateway re-sent what hit the dead engine: such a request names two upstreams, the killed one first
+    # (500 from its API server while the engine was gone, or 502 once it closed), and it still ended 200.
     completions = _completions_logged(story.a, logged_before)
     retried = [c for c in completions if len(c[1]) > 1]
     assert len(completions) == 300, f"{len(completions)} completions logged, expected 300"
-    assert any(status == "200" and addrs[0] == "127.0.0.1:8001" and codes[0] == "502"
+    assert any(status == "200" and addrs[0] == "127.0.0.1:8001" and codes[0] in ("500", "502")
                for status, addrs, codes in retried), \
         f"no request was retried after the kill ({len(loop.failures)} failed): {retried[:5]} {loop.failures[:3]}"
-    print(f"kill -9: {len(retried)} of 300 requests re-sent by the gateway, e.g. {retried[0]}")
+    print(f"engine core kill -9: {len(retried)} of 300 requests re-sent by the gateway, e.g. {retried[0]}")
     assert loop.failures == [], loop.failures[:5]
-    deadline = time.monotonic() + 120
-    while _main_pid(story.a, "vllm-a") in (0, before) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 180
+    while (_main_pid(story.a, "vllm-a") in (0, before)
+           or story.a.run("systemctl is-active vllm-a", check=False).stdout.strip() != "active"):
+        assert time.monotonic() < deadline, "vllm-a was not started again within 180 s of its engine's death"
         time.sleep(1)
+    print(f"vllm-a active again {time.monotonic() - killed_at:.0f} s after the kill")
     check = story.deploy(script="verify.py")
     assert check.returncode == 0, check.failure(5000)
     assert "vllm-a: verify" in check.output and _main_pid(story.a, "vllm-a") != before
