@@ -445,7 +445,7 @@ def _chat_template(settings: Settings) -> tuple[str | None, str | None]:
 # Eager still compiles helpers with torch.compile and the CPU's inductor backend, which needs a C++ compiler a
 # server may lack: "InvalidCxxCompiler" kills the engine core on the first request that reaches one (a completion
 # with echo and logprobs on one rank; VocabParallelEmbedding's masked input under tensor parallel). Eager means
-# no compiling: TorchDynamo off, and those helpers run as plain Python (no throughput lost, `bench.py` shows).
+# no compiling: TorchDynamo off, and those helpers run as plain PyTorch code.
 CPU_EAGER_ENV = {"TORCHDYNAMO_DISABLE": "1"}
 
 
