@@ -22,7 +22,7 @@ from jinja2 import Template
 
 from plan.gateway import GatewayPlan, build_gateway_plan
 from plan.settings import load_instances
-from tests.plan.test_quoting import _free_port, _need
+from tests.plan.test_quoting import _free_port, _need, _wait_listening
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "gateway"
 
@@ -133,14 +133,7 @@ def _nginx_serving(main: Path, port: int) -> Iterator[Path]:
         proc = subprocess.Popen([nginx, "-e", "stderr", "-p", str(main.parent), "-c", str(main), "-g", "daemon off;"],
                                 stdout=sink, stderr=sink)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, errors.read_text()
-                time.sleep(0.05)
+        _wait_listening(port, proc, errors.read_text)
         yield errors
     finally:
         proc.terminate()

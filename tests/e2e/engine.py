@@ -18,6 +18,7 @@ import pytest
 
 from hostlab import TestHost
 from hostlab.deployrun import lab_api_key
+from hostlab.lab import _cgroup_pids
 
 ENGINE_COMM = "VLLM::EngineCor"  # the kernel keeps 15 characters of the title
 
@@ -36,19 +37,9 @@ def engine_core(host: TestHost, unit: str) -> int:
     return found[0]
 
 
-def _guest_pids(host: TestHost) -> list[int]:
-    pids: list[int] = []
-    for procs in Path(host.cgroups[0]).rglob("cgroup.procs"):
-        try:
-            pids += [int(p) for p in procs.read_text().split()]
-        except OSError:
-            continue
-    return pids
-
-
 def host_pid(host: TestHost, guest_pid: int) -> int:
     """The controller's pid of a process of the guest (its NSpid's last entry is the guest's pid)."""
-    for pid in _guest_pids(host):
+    for pid in _cgroup_pids(host.cgroups[0]):
         try:
             ns_pids = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
                            if line.startswith("NSpid:")).split()[1:]

@@ -29,7 +29,7 @@ import pytest
 from hostlab import Lab, TestHost
 from hostlab.deployrun import RunResult, lab_api_key
 from hostlab.lab import SUDO_USER
-from tests.e2e.engine import engine_core
+from tests.e2e.engine import engine_core, main_pid
 from tests.e2e.gatewaylab import GATEWAY_PORT, LoadLoop, Story
 from tests.openai_conformance import ask, run_conformance, server_routes, unguarded_routes
 
@@ -56,10 +56,6 @@ def story(hostlab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
 
 def _listeners(host: TestHost) -> str:
     return host.run("ss -ltnH").stdout
-
-
-def _main_pid(host: TestHost, unit: str) -> int:
-    return int(host.run(f"systemctl show -p MainPID --value {unit}").stdout.strip())
 
 
 def _started_at(host: TestHost, unit: str) -> str:
@@ -169,7 +165,7 @@ def _completions_logged(host: TestHost, after_line: int) -> list[tuple[str, list
 def test_an_engine_core_killed_under_load_fails_no_request(story: Story) -> None:
     """SIGKILL to vllm-a's engine core (not its API server): the requests it held get a 500 and are re-sent, the
     API server exits 0 and systemd starts it again (Restart=always)."""
-    before = _main_pid(story.a, "vllm-a")
+    before = main_pid(story.a, "vllm-a")
     engine = engine_core(story.a, "vllm-a")
     logged_before = int(story.a.run(f"wc -l < {ACCESS_LOG}").stdout)
     with LoadLoop(story, requests=300) as loop:
@@ -188,14 +184,14 @@ def test_an_engine_core_killed_under_load_fails_no_request(story: Story) -> None
     print(f"engine core kill -9: {len(retried)} of 300 requests re-sent by the gateway, e.g. {retried[0]}")
     assert loop.failures == [], loop.failures[:5]
     deadline = time.monotonic() + 180
-    while (_main_pid(story.a, "vllm-a") in (0, before)
+    while (main_pid(story.a, "vllm-a") in (0, before)
            or story.a.run("systemctl is-active vllm-a", check=False).stdout.strip() != "active"):
         assert time.monotonic() < deadline, "vllm-a was not started again within 180 s of its engine's death"
         time.sleep(1)
     print(f"vllm-a active again {time.monotonic() - killed_at:.0f} s after the kill")
     check = story.deploy(script="verify.py")
     assert check.returncode == 0, check.failure(5000)
-    assert "vllm-a: verify" in check.output and _main_pid(story.a, "vllm-a") != before
+    assert "vllm-a: verify" in check.output and main_pid(story.a, "vllm-a") != before
 
 
 def test_rolling_update_fails_no_request(story: Story) -> None:

@@ -542,6 +542,19 @@ def test_env_file_line_for_both_readers_is_bare_or_refused() -> None:
 NGINX_VALUES = [v for v in HOSTILE if not CONTROL.search(v) and "$" not in v]
 
 
+def _wait_listening(port: int, proc: subprocess.Popen, output: Callable[[], str], timeout: float = 10) -> None:
+    """Until a server started as `proc` accepts connections on loopback `port`; fails with its output if it
+    exits or does not listen within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None, output()
+            time.sleep(0.05)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -567,14 +580,7 @@ def test_nginx_strings_are_read_back_by_nginx_as_these_values(tmp_path: Path) ->
     proc = subprocess.Popen([nginx, "-e", "stderr", "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read().decode()
-                time.sleep(0.1)
+        _wait_listening(port, proc, lambda: proc.stderr.read().decode())
         served = [urllib.request.urlopen(f"http://127.0.0.1:{port}/v{i}", timeout=5).read().decode()
                   for i in range(len(NGINX_VALUES))]
     finally:

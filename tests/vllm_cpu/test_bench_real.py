@@ -68,7 +68,7 @@ def _bash(command: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def _counter(server: TinyServer, name: str) -> float:
-    """A counter summed over its labels, from the server's own /metrics."""
+    """A metric (counter or gauge) summed over its labels, from the server's own /metrics."""
     request = urllib.request.Request(f"{server.base}/metrics", headers={"Authorization": f"Bearer {server.api_key}"})
     with urllib.request.urlopen(request, timeout=30) as response:
         text = response.read().decode()

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 import time
 
 import openai
 import pytest
 
 from tests.openai_conformance import ask, run_conformance, unguarded_routes
+from tests.vllm_cpu.test_bench_real import _counter
 from tests.vllm_cpu.tinyserver import TinyServer
 
 pytestmark = pytest.mark.vllm
@@ -72,16 +72,6 @@ def test_bad_requests_get_400_not_a_crash(tiny_server: TinyServer) -> None:
     assert status == 200 and tiny_server.proc.poll() is None, body
 
 
-def _gauge(server: TinyServer, name: str) -> float:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {server.api_key}"})
-    text = conn.getresponse().read().decode()
-    conn.close()
-    values = [float(v) for v in re.findall(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? ([0-9.e+]+)$", text, re.M)]
-    assert values, f"{name} not in /metrics"
-    return sum(values)
-
-
 def test_a_client_that_hangs_up_mid_stream_frees_its_slot(tiny_server: TinyServer) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", tiny_server.port, timeout=60)
     payload = {"model": SERVED, "prompt": "def main(", "max_tokens": 1000, "min_tokens": 1000, "stream": True}
@@ -94,16 +84,16 @@ def test_a_client_that_hangs_up_mid_stream_frees_its_slot(tiny_server: TinyServe
         line = response.readline()
         assert line, "the stream ended early"
         events += line.startswith(b"data: ")
-    running = _gauge(tiny_server, "vllm:num_requests_running")
+    running = _counter(tiny_server, "vllm:num_requests_running")
     assert running == 1, f"the stream is running: {running}"
     conn.sock.close()  # the client goes away without a word
     conn.close()
     deadline = time.monotonic() + 30
-    while _gauge(tiny_server, "vllm:num_requests_running") != 0:
+    while _counter(tiny_server, "vllm:num_requests_running") != 0:
         assert time.monotonic() < deadline, "the hung-up stream still holds its slot after 30 s"
         time.sleep(0.2)
     aborted = time.monotonic()
-    generated = _gauge(tiny_server, "vllm:generation_tokens_total")
+    generated = _counter(tiny_server, "vllm:generation_tokens_total")
     time.sleep(1)
-    assert _gauge(tiny_server, "vllm:generation_tokens_total") == generated, "nothing decodes for the lost client"
+    assert _counter(tiny_server, "vllm:generation_tokens_total") == generated, "nothing decodes for the lost client"
     print(f"\nslot freed {30 - (deadline - aborted):.1f} s after the client hung up")
