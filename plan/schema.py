@@ -134,6 +134,9 @@ SETTINGS: tuple[Setting, ...] = tuple(
         ("hf_endpoint", None, optional(url("http", "https")),
          "Hugging Face endpoint (a mirror such as `https://hf-mirror.com`)",
          {"instance": True, "shown": "preset's"}),
+        ("modelscope_endpoint", None, optional(url("http", "https")),
+         "ModelScope endpoint for `modelscope` sources (the download unit's `MODELSCOPE_ENDPOINT`; the sizing "
+         "reads it too)", {"instance": True, "shown": "`https://modelscope.cn`"}),
     ) + _section(
         "Runtime",
         ("vllm_runtime", "venv", choice("venv", "docker", "conda"),

@@ -67,6 +67,7 @@ class ModelPlan:
     local_path: str | None
     revision: str | None
     hf_endpoint: str | None
+    modelscope_endpoint: str | None
     host_dir: str
     weight_bytes: int | None
 
@@ -289,7 +290,7 @@ def resolve_model_spec(settings: Settings, facts: HostFacts) -> Any:
         ) from error
     from sizing.hub import HubUnreachable, model_from_hub
 
-    endpoint = settings.hf_endpoint if settings.model_source == "huggingface" else None
+    endpoint = settings.hf_endpoint if settings.model_source == "huggingface" else settings.modelscope_endpoint
     try:
         return model_from_hub(settings.model, settings.model_source, settings.model_revision, endpoint)
     except HubUnreachable as error:
@@ -297,7 +298,8 @@ def resolve_model_spec(settings: Settings, facts: HostFacts) -> Any:
             raise PlanError(f"model: {error.message}") from error
         return sizing.resolve_model(settings.model)  # the catalog knows it; a revision rarely changes shapes
     except sizing.SizingError as error:
-        name = {"hub_endpoint": "hf_endpoint", "revision": "model_revision"}.get(error.field, error.field)
+        endpoint_setting = "hf_endpoint" if settings.model_source == "huggingface" else "modelscope_endpoint"
+        name = {"hub_endpoint": endpoint_setting, "revision": "model_revision"}.get(error.field, error.field)
         raise PlanError(f"{name}: {error.message}") from error
 
 
@@ -602,6 +604,7 @@ def build_plan(settings: Settings, facts: HostFacts, host: str, service_active: 
         local_path=settings.model_local_path,
         revision=settings.model_revision,
         hf_endpoint=settings.hf_endpoint,
+        modelscope_endpoint=settings.modelscope_endpoint,
         host_dir=settings.model_dir,
         weight_bytes=getattr(model, "weight_bytes", None),
     )

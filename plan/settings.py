@@ -40,6 +40,7 @@ class Settings:
     model_revision: str | None
     model_dir: str
     hf_endpoint: str | None
+    modelscope_endpoint: str | None
     vllm_runtime: str
     vllm_version: str
     vllm_package: str | None

@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fit", help="will this model fit, with which vLLM settings, and why")
     f.add_argument("--model", required=True, help="catalog id/alias, a local model directory, or any hub ORG/NAME")
     f.add_argument("--hub", choices=HUBS, help="hub to read a model outside the catalog from (default huggingface)")
-    f.add_argument("--hub-endpoint", help="hub URL (a mirror); default HF_ENDPOINT / MODELSCOPE_DOMAIN, else the hub")
+    f.add_argument("--hub-endpoint", help="hub URL (a mirror); default HF_ENDPOINT / MODELSCOPE_ENDPOINT, else the hub")
     f.add_argument("--revision", help="branch, tag or commit; sizes from the hub even for a catalog model")
     f.add_argument("--gpu", help="GPU name as nvidia-smi prints it, or an alias (4090, A100-80GB, T4 ...)")
     f.add_argument("--gpus", type=int, default=1, help="GPUs per node (default 1)")

@@ -111,10 +111,15 @@ def cache_dir() -> Path:
 
 
 def default_endpoint(hub: str) -> str:
-    """The endpoint the hub's own client would use: HF_ENDPOINT / MODELSCOPE_DOMAIN, else the public site."""
+    """The endpoint the hub's own client would use, else the public site.
+
+    Hugging Face: HF_ENDPOINT. ModelScope, as the wheelhouse's modelscope 1.40.2 reads it (modelscope_hub's HubConfig):
+    MODELSCOPE_ENDPOINT, else the deprecated MODELSCOPE_DOMAIN, a bare domain meaning https.
+    """
     if hub == "huggingface":
         return (os.environ.get("HF_ENDPOINT") or HF_DEFAULT_ENDPOINT).rstrip("/")
-    domain = os.environ.get("MODELSCOPE_DOMAIN")
+    explicit = os.environ.get("MODELSCOPE_ENDPOINT", "").strip()
+    domain = explicit or os.environ.get("MODELSCOPE_DOMAIN", "").strip()
     if domain:
         return domain.rstrip("/") if "://" in domain else f"https://{domain.strip('/')}"
     return MS_DEFAULT_ENDPOINT
@@ -491,7 +496,7 @@ def _offline(root: Path, hub: str, repo: str, revision: str, endpoint: str, reas
         if cached is not None:
             return cached
     mirror = "--hub-endpoint (HF_ENDPOINT, the hf_endpoint setting) to a mirror" if hub == "huggingface" else \
-        "--hub-endpoint (MODELSCOPE_DOMAIN) to a reachable ModelScope site"
+        "--hub-endpoint (MODELSCOPE_ENDPOINT, the modelscope_endpoint setting) to a reachable ModelScope site"
     raise HubUnreachable(
         "model",
         f"hub {endpoint} unreachable ({reason}) and {repo}@{revision} was never seen, so nothing is cached in "

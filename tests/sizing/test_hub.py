@@ -18,7 +18,6 @@ not recorded (this machine cannot reach the hubs):
 from __future__ import annotations
 
 import json
-import os
 import struct
 import time
 from collections.abc import Iterator
@@ -119,6 +118,7 @@ SHA_OLD = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
 def hub_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No real token, endpoint or cache of this machine leaks in; the cache lives in tmp."""
     for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MODELSCOPE_API_TOKEN", "HF_ENDPOINT", "MODELSCOPE_DOMAIN",
+                "MODELSCOPE_ENDPOINT",
                 "HF_HUB_OFFLINE", "VLLM_DEPLOY_HUB_OFFLINE", "HF_HOME"):  # fmt: skip
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "no-token"))
@@ -330,12 +330,12 @@ def test_deploy_plan_sizes_a_hub_model_before_any_change(hub: FakeHub) -> None:
     assert spec.name == CODER and spec.weight_bytes == CODER_BYTES and spec.num_experts == 128
     assert resolve_model_spec(load_settings({"model": CODER, "model_source": "modelscope"}), HostFacts(
         model_config=CODER_CONFIG)).weight_bytes is None  # the host's config.json still comes first
-    os.environ["MODELSCOPE_DOMAIN"] = hub.url  # the ModelScope client's own variable
-    try:
-        spec = resolve_model_spec(load_settings({"model": CODER, "model_source": "modelscope"}), no_host_copy)
-    finally:
-        del os.environ["MODELSCOPE_DOMAIN"]
+    # The ModelScope endpoint setting (the download unit's MODELSCOPE_ENDPOINT): the planner reads the same hub.
+    hub.log.clear()
+    spec = resolve_model_spec(load_settings({"model": CODER, "model_source": "modelscope",
+                                             "modelscope_endpoint": hub.url}), no_host_copy)
     assert spec.weight_bytes == CODER_BYTES
+    assert hub.log and all(r["path"].startswith((f"/api/v1/models/{CODER}/", f"/cdn/ms/{CODER}/")) for r in hub.log)
     url = hub.url
     hub.stop()
     assert resolve_model_spec(settings, no_host_copy).weight_bytes == CODER_BYTES  # --dry offline, once seen
@@ -346,3 +346,15 @@ def test_deploy_plan_sizes_a_hub_model_before_any_change(hub: FakeHub) -> None:
     pinned = load_settings({"model": "Qwen/Qwen3-8B", "model_source": "huggingface", "hf_endpoint": url,
                             "model_revision": "main"})  # fmt: skip
     assert resolve_model_spec(pinned, no_host_copy).name == "Qwen/Qwen3-8B"
+
+
+def test_modelscope_endpoint_variables_as_the_modelscope_client_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MODELSCOPE_ENDPOINT first, then the deprecated MODELSCOPE_DOMAIN (a bare domain meaning https)."""
+    from sizing.hub import MS_DEFAULT_ENDPOINT, default_endpoint
+
+    assert default_endpoint("modelscope") == MS_DEFAULT_ENDPOINT
+    monkeypatch.setenv("MODELSCOPE_DOMAIN", "www.modelscope.cn")
+    assert default_endpoint("modelscope") == "https://www.modelscope.cn"
+    monkeypatch.setenv("MODELSCOPE_ENDPOINT", "http://10.0.0.5:8080/")
+    assert default_endpoint("modelscope") == "http://10.0.0.5:8080"
+    assert default_endpoint("huggingface") == "https://huggingface.co"
