@@ -209,7 +209,8 @@ def download_unit_values(host_name: str, model: ModelPlan, hub_venv: str, checke
         "comment_model": comment_text(model.name),
         "marker": MARKER,
         "description": systemd_value(comment_text(f"Download {model.name} from {model.source}").rstrip("\\")),
-        "hf_endpoint_environment": systemd_environment("HF_ENDPOINT", model.hf_endpoint) if model.hf_endpoint else "",
+        # The template's one endpoint line, for either hub (its name is older than ModelScope's endpoint setting).
+        "hf_endpoint_environment": endpoint_environment(model),
         "mkdir_command": systemd_exec(["/bin/mkdir", "-p", model.host_dir]),
         "rm_marker_command": systemd_exec(["/bin/rm", "-f", marker]),
         "command": systemd_exec(download_command(model, hub_venv)),
@@ -217,10 +218,32 @@ def download_unit_values(host_name: str, model: ModelPlan, hub_venv: str, checke
     }
 
 
+def hub_endpoint(model: ModelPlan) -> str | None:
+    """The endpoint setting of the model's hub, None for the hub CLI's own default."""
+    return model.modelscope_endpoint if model.source == "modelscope" else model.hf_endpoint
+
+
+def endpoint_environment(model: ModelPlan) -> str:
+    """`Environment=` for the hub CLI's endpoint variable, or nothing for its default.
+
+    ModelScope: MODELSCOPE_ENDPOINT, the variable modelscope 1.40's client (modelscope_hub's HubConfig) reads first,
+    with its scheme (http:// for a mirror without TLS); the older MODELSCOPE_DOMAIN is deprecated there, and set
+    alone it warns on every run. With either set, the CLI reads from that endpoint alone instead of probing
+    modelscope.cn, then modelscope.ai, for the repository.
+    """
+    endpoint = hub_endpoint(model)
+    if not endpoint:
+        return ""
+    return systemd_environment("MODELSCOPE_ENDPOINT" if model.source == "modelscope" else "HF_ENDPOINT", endpoint)
+
+
 def download_command(model: ModelPlan, hub_venv: str) -> list[str]:
-    """The hub CLI command line that fills the model directory."""
+    """The hub CLI command line that fills the model directory.
+
+    `modelscope download REPO --local-dir DIR`: modelscope 1.40 takes `--model` and `--local_dir` only as hidden
+    deprecated aliases (a DeprecationWarning each)."""
     if model.source == "modelscope":
-        command = [f"{hub_venv}/bin/modelscope", "download", "--model", model.name, "--local_dir", model.host_dir]
+        command = [f"{hub_venv}/bin/modelscope", "download", model.name, "--local-dir", model.host_dir]
     else:
         command = [f"{hub_venv}/bin/hf", "download", model.name, "--local-dir", model.host_dir]
     if model.revision:
@@ -234,8 +257,8 @@ def check_command(model: ModelPlan, hub_venv: str, checker: str) -> list[str]:
                "--dir", model.host_dir]
     if model.revision:
         command += ["--revision", model.revision]
-    if model.source != "modelscope" and model.hf_endpoint:
-        command += ["--endpoint", model.hf_endpoint]
+    if hub_endpoint(model):
+        command += ["--endpoint", str(hub_endpoint(model))]
     return command
 
 

@@ -158,13 +158,13 @@ def test_cpu_host_under_auto_device_is_refused() -> None:
 @pytest.mark.parametrize(
     ("source", "preset", "expected"),
     [
-        ("modelscope", "upstream", "modelscope download --model Qwen/Qwen3-8B --local_dir /srv/models/Qwen3-8B"),
+        ("modelscope", "upstream", "modelscope download Qwen/Qwen3-8B --local-dir /srv/models/Qwen3-8B"),
         ("huggingface", "tuna", "hf download Qwen/Qwen3-8B --local-dir /srv/models/Qwen3-8B"),
     ],
 )
 def test_hub_download_runs_once_in_a_oneshot_unit(tmp_path: Path, source: str, preset: str, expected: str) -> None:
     data = {"model": "Qwen/Qwen3-8B", "model_source": source, "mirror_preset": preset,
-            "vllm_tensor_parallel_size": 1}
+            "vllm_tensor_parallel_size": 1, "modelscope_endpoint": "http://ms-mirror.lan:8080"}
     plan = plan_for("h100-x1-ubuntu2404", data)
     proc, out = run_fake_deploy(tmp_path, "h100-x1-ubuntu2404", data, plan, model_present=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -173,6 +173,7 @@ def test_hub_download_runs_once_in_a_oneshot_unit(tmp_path: Path, source: str, p
     assert "Type=oneshot" in unit and "TimeoutStartSec=infinity" in unit
     assert "Environment=HF_HUB_DISABLE_UPDATE_CHECK=1" in unit  # `hf` asks PyPI for a newer version otherwise
     assert ("Environment=HF_ENDPOINT=https://hf-mirror.com" in unit) == (preset == "tuna")
+    assert ("Environment=MODELSCOPE_ENDPOINT=http://ms-mirror.lan:8080" in unit) == (source == "modelscope")
     commands = (out / "commands.txt").read_text()
     assert commands.count("systemctl start --no-block vllm-model-download.service") == 1
     assert "pypi.tuna.tsinghua.edu.cn" in commands if preset == "tuna" else "--index-url" not in commands

@@ -378,28 +378,36 @@ def test_single_values_and_paths_reach_systemd_verbatim(world_dir: Path) -> None
         quoting.systemd_path("/srv/two\nlines")
 
 
+@pytest.mark.parametrize("source", ["huggingface", "modelscope"])
 @pytest.mark.parametrize("value", HOSTILE, ids=range(len(HOSTILE)))
-def test_download_unit_runs_the_planned_commands_with_hostile_settings(world_dir: Path, value: str) -> None:
+def test_download_unit_runs_the_planned_commands_with_hostile_settings(world_dir: Path, value: str,
+                                                                       source: str) -> None:
+    """Each hub's CLI with its own endpoint variable (the other hub's endpoint setting is not used)."""
     revision = ["--revision", value] if value else []  # an empty revision is no revision
-    model = ModelPlan(name=f"org/{value}", source="huggingface", local_path=None, revision=value,
-                      hf_endpoint=f"https://mirror/{value}", host_dir=f"/srv/models/{value}", weight_bytes=None)
+    model = ModelPlan(name=f"org/{value}", source=source, local_path=None, revision=value,
+                      hf_endpoint=f"https://mirror/{value}", modelscope_endpoint=f"http://ms-mirror:8080/{value}",
+                      host_dir=f"/srv/models/{value}", weight_bytes=None)
     values = download_unit_values(f"host {value}", model, "/opt/vllm/hub-venv", "/opt/vllm/model-check.py")
     (world_dir / "d.service").write_text(
         get_template(str(TEMPLATES / "model-download.service.j2")).render(**values))
     block, complaints = _systemd_test(world_dir, "d.service")
     assert complaints == ""
     assert _dump_fields(block, "Description") == [
-        quoting.comment_text(f"Download {model.name} from huggingface").strip().rstrip("\\")]
+        quoting.comment_text(f"Download {model.name} from {source}").strip().rstrip("\\")]
     env = dict(field.split("=", 1) for field in _dump_fields(block, "Environment"))
-    assert env == {"HF_ENDPOINT": model.hf_endpoint, "HF_HUB_ENABLE_HF_TRANSFER": "0",
-                   "HF_HUB_DISABLE_UPDATE_CHECK": "1", "PYTHONUNBUFFERED": "1"}
+    endpoint = model.hf_endpoint if source == "huggingface" else model.modelscope_endpoint
+    assert endpoint is not None
+    assert env == {"HF_ENDPOINT" if source == "huggingface" else "MODELSCOPE_ENDPOINT": endpoint,
+                   "HF_HUB_ENABLE_HF_TRANSFER": "0", "HF_HUB_DISABLE_UPDATE_CHECK": "1", "PYTHONUNBUFFERED": "1"}
     assert _dump_commands(block, "ExecStartPre") == [
         _as_parsed(["/bin/mkdir", "-p", model.host_dir]),
         _as_parsed(["/bin/rm", "-f", f"{model.host_dir.rstrip('/')}/{MARKER}"])]
+    cli = ["hf", "download"] if source == "huggingface" else ["modelscope", "download"]
     assert _dump_commands(block, "ExecStart") == [
-        _as_parsed(["/opt/vllm/hub-venv/bin/hf", "download", model.name, "--local-dir", model.host_dir, *revision]),
-        _as_parsed(["/opt/vllm/hub-venv/bin/python", "/opt/vllm/model-check.py", "--source", "huggingface",
-                    "--model", model.name, "--dir", model.host_dir, *revision, "--endpoint", model.hf_endpoint])]
+        _as_parsed([f"/opt/vllm/hub-venv/bin/{cli[0]}", cli[1], model.name, "--local-dir", model.host_dir,
+                    *revision]),
+        _as_parsed(["/opt/vllm/hub-venv/bin/python", "/opt/vllm/model-check.py", "--source", source,
+                    "--model", model.name, "--dir", model.host_dir, *revision, "--endpoint", endpoint])]
 
 
 def test_vllm_unit_execstart_is_exactly_the_planned_argv(world_dir: Path) -> None:
