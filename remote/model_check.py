@@ -220,6 +220,10 @@ def format_report(model: str, source: str, revision: str | None, root: str | Pat
         wrong = len(result.problems) - missing
         lines.append(f"INCOMPLETE: {missing} file(s) missing or short, {wrong} with wrong content, of "
                      f"{len(result.expected)}; run the deploy again to resume the download")
+    elif result.complete and (unhashed := [f.path for f in result.expected if not (f.sha256 or f.git_sha1)]):
+        lines.append(f"complete: every file has the repository's size; {len(unhashed)} of {len(result.expected)} "
+                     f"had no hash from the hub, their bytes are unchecked ({', '.join(unhashed[:5])}"
+                     f"{', ...' if len(unhashed) > 5 else ''}); manifest {MANIFEST}")
     elif result.complete:
         lines.append(f"complete: every file has the repository's size and hash; manifest {MANIFEST}")
     else:
@@ -271,14 +275,26 @@ def remove_bad_files(root: str | Path, result: CheckResult) -> list[str]:
 # --------------------------------------------------------------------------- on the host: the hubs' listings
 
 
-def list_modelscope(model: str, revision: str | None) -> list[Any]:
-    """ModelScope's file list: dicts with Path and Size (and Type, Sha256 where the SDK still passes them)."""
-    from modelscope.hub.api import HubApi
+def list_modelscope(model: str, revision: str | None, endpoint: str | None) -> list[Any]:
+    """ModelScope's file list with each file's SHA-256 (the listing's Sha256).
 
-    kwargs: dict[str, Any] = {"recursive": True}
-    if revision:
-        kwargs["revision"] = revision
-    return list(HubApi().get_model_files(model, **kwargs))
+    modelscope 1.40 keeps its client in modelscope_hub, whose HubApi.list_repo_files gives FileInfo entries with
+    path, size, type and sha256. The old facade, modelscope.hub.api's get_model_files, there keeps only Path and
+    Size: the check would hash nothing it could compare. It is used only with an SDK that lacks modelscope_hub,
+    whose get_model_files still passes the API's dicts (Sha256 and Type included). Either client reads its
+    endpoint from MODELSCOPE_ENDPOINT (or MODELSCOPE_DOMAIN) when none is given.
+    """
+    try:
+        from modelscope_hub.api import HubApi
+    except ImportError:
+        from modelscope.hub.api import HubApi as LegacyHubApi
+
+        kwargs: dict[str, Any] = {"recursive": True}
+        if revision:
+            kwargs["revision"] = revision
+        return list(LegacyHubApi(endpoint=endpoint).get_model_files(model, **kwargs))
+    api = HubApi(endpoint=endpoint, user_agent={"invoked_by": "vllm-deploy-model-check"})
+    return list(api.list_repo_files(model, "model", revision=revision or "master", recursive=True))
 
 
 def list_huggingface(model: str, revision: str | None, endpoint: str | None) -> list[dict[str, Any]]:
@@ -301,8 +317,8 @@ def list_huggingface(model: str, revision: str | None, endpoint: str | None) -> 
 
 def list_files(source: str, model: str, revision: str | None, endpoint: str | None) -> list[Any]:
     if source == "modelscope":
-        return list_modelscope(model, revision)
-    return list_huggingface(model, revision, endpoint)
+        return list_modelscope(model, revision, endpoint)
+    return list_huggingface(model, revision, endpoint or os.environ.get("HF_ENDPOINT"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -312,13 +328,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--dir", required=True)
     parser.add_argument("--revision")
-    parser.add_argument("--endpoint", help="Hugging Face endpoint (mirror); default: HF_ENDPOINT or the Hub")
+    parser.add_argument("--endpoint", help="the hub's endpoint (a mirror); default: HF_ENDPOINT or the Hub, "
+                                           "MODELSCOPE_ENDPOINT or modelscope.cn")
     args = parser.parse_args(argv)
     root = Path(args.dir)
     (root / MARKER).unlink(missing_ok=True)
     try:
-        expected = remote_files(list_files(args.source, args.model, args.revision,
-                                           args.endpoint or os.environ.get("HF_ENDPOINT")))
+        expected = remote_files(list_files(args.source, args.model, args.revision, args.endpoint))
     except Exception as error:  # network, auth, an SDK without the call: say which, fail the unit
         print(f"model check: cannot list the files of {args.model} on {args.source}: "
               f"{type(error).__name__}: {error}", flush=True)

@@ -93,10 +93,26 @@ def test_modelscope_listing_is_normalised() -> None:
         {"Name": ".gitattributes", "Path": ".gitattributes", "Type": "blob", "Size": 1519},
         {"Name": "tokenizer", "Path": "tokenizer", "Type": "tree", "Size": 0},
         {"Path": "config.json", "Type": "blob", "Size": 728, "Sha256": "AB" * 32},
-        {"Path": "model.safetensors", "Size": 16},  # newer SDKs pass Path and Size only
+        {"Path": "model.safetensors", "Size": 16},  # modelscope.hub.api's get_model_files: Path and Size only
     ]
     assert remote_files(entries) == [RemoteFile("config.json", 728, sha256="ab" * 32),
                                      RemoteFile("model.safetensors", 16)]
+
+
+def test_a_complete_check_says_which_files_had_no_hash_to_compare(tmp_path: Path) -> None:
+    """A listing with sizes only (as modelscope.hub.api's get_model_files gives it since modelscope 1.40) leaves
+    the bytes unchecked: the verdict says so, naming them, instead of claiming every hash matched."""
+    _write(tmp_path, MODEL)
+    hashed = _listing(MODEL)
+    verdict = format_report("m", "modelscope", None, tmp_path, compare(tmp_path, hashed)).splitlines()[-1]
+    assert verdict.startswith("complete: every file has the repository's size and hash; manifest")
+    sizes_only = [RemoteFile(f.path, f.size) if f.path != "config.json" else f for f in hashed]
+    result = compare(tmp_path, sizes_only)
+    assert result.complete
+    verdict = format_report("m", "modelscope", None, tmp_path, result).splitlines()[-1]
+    assert verdict == ("complete: every file has the repository's size; 3 of 4 had no hash from the hub, their "
+                       "bytes are unchecked (model-00001-of-00002.safetensors, model-00002-of-00002.safetensors, "
+                       f"tokenizer/vocab.json); manifest {MANIFEST}")
 
 
 def test_untyped_folder_in_a_listing_is_not_a_missing_file(tmp_path: Path) -> None:
