@@ -2,8 +2,9 @@
 
 tests/sizing/test_hub.py sizes models from it (sizing/hub.py: model info, config, safetensors headers by Range);
 tests/e2e/test_hub_download.py downloads a real model directory from it on a lab host with huggingface_hub's
-`hf download` and lists it with ``HfApi.list_repo_tree`` (remote/model_check.py). Its answers are CONSTRUCTED from
-the documented / client-side shapes, not recorded (this machine cannot reach the hubs):
+`hf download` and lists it with ``HfApi.list_repo_tree`` (remote/model_check.py); tests/e2e/test_modelscope_download.py
+does the same with `modelscope download` and modelscope_hub's ``HubApi.list_repo_files``. Its answers are
+CONSTRUCTED from the documented / client-side shapes, not recorded (this machine cannot reach the hubs):
 - Hugging Face: model_info (``GET /api/models/{repo}[/revision/{rev}]``: ``sha``, ``siblings``, ``safetensors``),
   the tree (``GET /api/models/{repo}/tree/{rev}?recursive=&expand=``: ``type``, ``oid`` (git blob id), ``size``,
   ``path``, ``lfs`` {oid (sha256), size, pointerSize}; one page, no ``Link`` header), and hf_hub_url
@@ -11,7 +12,17 @@ the documented / client-side shapes, not recorded (this machine cannot reach the
   ``Content-Length``; an LFS file answers 302 to a "CDN" with ``X-Linked-Etag`` (its sha256) and ``X-Linked-Size``,
   as huggingface_hub's get_hf_file_metadata reads them). No Xet header is ever sent, so the client downloads over
   plain HTTP with Range. Errors as hf_raise_for_status reads them (``X-Error-Code``).
-- ModelScope: see tests/sizing/test_hub.py.
+- ModelScope, the legacy ``/api/v1`` routes as modelscope 1.40.2's client (modelscope_hub 0.5.1: _legacy_api.py,
+  _download.py) calls them for `modelscope download REPO --local-dir DIR` with MODELSCOPE_ENDPOINT set (which stops
+  it probing modelscope.cn and modelscope.ai for the repository): the file list (``GET
+  /api/v1/models/{repo}/repo/files?Revision=&Recursive=True``: ``{"Code": 200, "Data": {"Files": [...]}}``, each
+  with ``Path``, ``Name``, ``Type`` (blob/tree), ``Size``, ``Sha256`` (the client hashes a file already in the
+  directory against it, and every download), ``Revision`` (the commit that last changed it), ``CommittedDate``);
+  the files (``GET /api/v1/models/{repo}/repo?Revision=&FilePath=``: the bytes, or for an LFS file a 302 to the
+  "CDN"; the client compares ``Content-Length`` with the listed size and resumes its ``FILE.incomplete`` with
+  ``Range``). ``/api/v1/repos/internalAccelerationInfo`` (its Aliyun intra-cloud probe, 0.2 s) answers 404, as off
+  Aliyun. Also ``/revisions`` (sizing/hub.py reads the branches). Errors in the API's envelope (``Code``,
+  ``Message``, ``Success``), with the HTTP status, or HTTP 200 for a withdrawn model.
 """
 
 from __future__ import annotations
@@ -281,6 +292,10 @@ class FakeHub:
             return self.send_json(req, 200, {**envelope, "Code": 10010205003, "Success": False,
                                              "Message": "model is offline for review"}, head)  # fmt: skip
         ok = {**envelope, "Code": 200, "Message": "success", "Success": True}
+        revision = query.get("Revision")
+        if rest != ["revisions"] and revision and revision not in repo.refs and revision != repo.sha:
+            return self.send_json(req, 404, {**envelope, "Code": 10010205002, "Success": False,
+                                             "Message": f"revision {revision} does not exist"}, head)  # fmt: skip
         if rest == ["revisions"]:
             branches = [{"Revision": b, "CreatedAt": 1753000000} for b in repo.refs]
             return self.send_json(req, 200, {**ok, "Data": {"RevisionMap": {"Branches": branches, "Tags": []}}}, head)
@@ -288,7 +303,7 @@ class FakeHub:
             files = [{"CommitMessage": "upload", "CommittedDate": 1753000000 + i, "CommitterName": "qwen",
                       "InCheck": False, "IsLFS": b.lfs, "Mode": "33188", "Name": n.rsplit("/", 1)[-1], "Path": n,
                       "Revision": repo.sha if i == len(repo.files) - 1 else f"{i:040x}",
-                      "Sha256": f"{i:064x}", "Size": b.size, "Type": "blob"}
+                      "Sha256": b.sha256, "Size": b.size, "Type": "blob"}
                      for i, (n, b) in enumerate(repo.files.items())]  # fmt: skip
             return self.send_json(req, 200, {**ok, "Data": {"Files": files}}, head)
         if rest == ["repo"]:
