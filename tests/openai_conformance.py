@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import time
 from collections.abc import Callable
 
 import openai
@@ -186,3 +187,66 @@ def unguarded_routes(connect: Callable[[], http.client.HTTPConnection], key: str
             if (status == 401) == ((method, path) in open_routes):
                 answered[f"{method} {path} key={'<key>x' if wrong and wrong.startswith(key) else wrong!r}"] = status
     return answered
+
+
+def metric(connect: Callable[[], http.client.HTTPConnection], key: str, name: str) -> float:
+    """A metric (counter or gauge) of the server's own /metrics, summed over its labels."""
+    status, raw = ask(connect, "GET", "/metrics", key)
+    assert status == 200, f"/metrics with the key: HTTP {status}"
+    pattern = re.compile(rf"^{re.escape(name)}(\{{[^}}]*\}})? ([0-9.e+]+)$", re.MULTILINE)
+    values = [float(m.group(2)) for m in pattern.finditer(raw.decode())]
+    assert values, f"{name} not in /metrics"
+    return sum(values)
+
+
+def bad_requests(connect: Callable[[], http.client.HTTPConnection], key: str, model: str) -> dict[str, int]:
+    """A prompt over the served max_model_len, an absurd and a negative max_tokens, a cut-off JSON body: each must
+    get a 400. Returns every answer that was not (empty: all were), after checking the engine still serves."""
+    status, raw = ask(connect, "GET", "/v1/models", key)
+    assert status == 200, f"/v1/models with the key: HTTP {status}"
+    max_model_len = next(m["max_model_len"] for m in json.loads(raw)["data"] if m["id"] == model)
+
+    def post(path: str, payload: dict | bytes) -> int:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        return ask(connect, "POST", path, key, body)[0]
+
+    chat = [{"role": "user", "content": "Hi"}]
+    answers = {
+        "prompt over max_model_len": post("/v1/completions", {"model": model, "max_tokens": 4,
+                                                             "prompt": " ".join(["word"] * (3 * max_model_len))}),
+        "max_tokens 10**9": post("/v1/completions", {"model": model, "prompt": "Hi", "max_tokens": 10**9}),
+        "chat max_tokens -1": post("/v1/chat/completions", {"model": model, "max_tokens": -1, "messages": chat}),
+        "a cut-off JSON body": post("/v1/completions", f'{{"model": "{model}", "prompt": '.encode()),
+    }
+    assert post("/v1/completions", {"model": model, "prompt": "Hi", "max_tokens": 1}) == 200, "no longer serves"
+    return {what: status for what, status in answers.items() if status != 400}
+
+
+def hang_up_mid_stream(connect: Callable[[], http.client.HTTPConnection], key: str, model: str,
+                       within: float = 30) -> float:
+    """A long stream, its client gone without a word after three events: vLLM's own running-requests gauge must
+    go back to 0 and nothing more decodes. Returns the seconds the slot took to free."""
+    conn = connect()
+    payload = {"model": model, "prompt": PROMPT, "max_tokens": 1000, "min_tokens": 1000, "stream": True}
+    conn.request("POST", "/v1/completions", json.dumps(payload),
+                 {"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    response = conn.getresponse()
+    assert response.status == 200, response.status
+    events = 0
+    while events < 3:
+        line = response.readline()
+        assert line, "the stream ended early"
+        events += line.startswith(b"data: ")
+    running = metric(connect, key, "vllm:num_requests_running")
+    assert running == 1, f"the stream is running alone: {running}"
+    conn.sock.close()
+    conn.close()
+    hung_up = time.monotonic()
+    while metric(connect, key, "vllm:num_requests_running") != 0:
+        assert time.monotonic() - hung_up < within, f"the hung-up stream still holds its slot after {within} s"
+        time.sleep(0.2)
+    freed = time.monotonic() - hung_up
+    generated = metric(connect, key, "vllm:generation_tokens_total")
+    time.sleep(1)
+    assert metric(connect, key, "vllm:generation_tokens_total") == generated, "nothing decodes for the lost client"
+    return freed

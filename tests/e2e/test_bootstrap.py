@@ -24,7 +24,7 @@ import pytest
 from hostlab import Lab, TestHost
 from hostlab.deployrun import ROOT, RunResult, lab_api_key, lab_host, run_pyinfra
 from tests.e2e.engine import engine_core, oom_kill
-from tests.openai_conformance import unguarded_routes
+from tests.openai_conformance import bad_requests, hang_up_mid_stream, unguarded_routes
 
 pytestmark = pytest.mark.hosts
 
@@ -286,6 +286,21 @@ def test_every_route_but_health_needs_the_key_on_the_instance_port(deployed: Dep
     host = deployed.host
     open_routes = unguarded_routes(lambda: http.client.HTTPConnection(host.ip, 8000, timeout=60), lab_api_key())
     assert open_routes == {}, f"answered without the right key: {open_routes}"
+
+
+def test_bad_requests_get_400_and_a_hung_up_stream_frees_its_slot(deployed: Deployed) -> None:
+    """On the deployed instance (as the unit runs it): requests the engine must refuse, not die of, and a client
+    that goes away mid-stream, seen in vLLM's own running-requests gauge."""
+    host, key = deployed.host, lab_api_key()
+
+    def connect() -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(host.ip, 8000, timeout=60)
+
+    before = main_pid(host)
+    assert bad_requests(connect, key, "tiny") == {}
+    freed = hang_up_mid_stream(connect, key, "tiny")
+    print(f"\nslot freed {freed:.1f} s after the client hung up")
+    assert main_pid(host) == before, "the engine's API server was restarted"
 
 
 # A death of the engine core, as production has it: SIGKILL (the OOM killer, an operator), SIGSEGV (a crashing

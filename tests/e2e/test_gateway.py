@@ -2,7 +2,8 @@
 
 One module, one story: host A runs the gateway and two instances of the tiny
 model; host B joins with one more instance of it and one of a second model name.
-Every route the running vLLM lists needs the key, on B's instance port and through the gateway, and the
+Every route the running vLLM lists needs the key, on B's instance port and through the gateway; a body over
+the limit, a stalled client and a key over its share of requests in flight are cut off at the gateway; the
 official openai client's request mix goes through it. Then, under a client load loop through the gateway,
 an instance's engine core is killed with SIGKILL (the gateway's access log shows the requests it re-sent;
 systemd starts the instance again) and later every
@@ -18,6 +19,8 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -36,6 +39,9 @@ from tests.openai_conformance import ask, run_conformance, server_routes, unguar
 pytestmark = pytest.mark.hosts
 
 A_INSTANCES = [{"name": "a", "port": 8001}, {"name": "b", "port": 8002}]
+# Tighter than the defaults (60 s, off), so a stalled client and a key over its share show within the module;
+# the load loops below keep at most 4 requests of the key in flight.
+LIMITS = {"vllm_gateway_client_timeout": 10, "vllm_gateway_key_concurrency": 8}
 B_INSTANCES = [{"name": "c", "port": 8001}, {"name": "d", "port": 8003, "served_model_name": "tiny-chat"}]
 ACCESS_LOG = "/var/log/nginx/vllm-vllm.access.log"
 KEY_MAP_STAGED = "/etc/vllm/gateway/vllm/keys.conf"
@@ -45,7 +51,7 @@ KEY_HEADER = "/etc/vllm/api-key.header"
 @pytest.fixture(scope="module")
 def story(hostlab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
     a, b = hostlab.add_host("gw-a"), hostlab.add_host("gw-b")
-    s = Story(a, b, tmp_path_factory.mktemp("gateway") / "tls.crt", a_data={"vllm_instances": A_INSTANCES},
+    s = Story(a, b, tmp_path_factory.mktemp("gateway") / "tls.crt", a_data={"vllm_instances": A_INSTANCES, **LIMITS},
               b_data={"vllm_instances": B_INSTANCES})
     try:
         yield s
@@ -145,9 +151,59 @@ def test_every_route_needs_the_key_on_the_gateway_and_on_a_remote_instance(story
     assert status == 413
 
 
+def _tls_socket(story: Story) -> ssl.SSLSocket:
+    context = ssl.create_default_context(cafile=str(story.cert))
+    return context.wrap_socket(socket.create_connection((story.a.ip, GATEWAY_PORT), timeout=30),
+                               server_hostname=story.a.ip)
+
+
+def _closed_after(sock: ssl.SSLSocket) -> float:
+    """Seconds until the gateway closes the connection without an answer."""
+    started = time.monotonic()
+    try:
+        answer = sock.recv(4096)
+    except ssl.SSLError:  # closed without TLS's close_notify
+        answer = b""
+    assert answer == b"", answer[:200]
+    return time.monotonic() - started
+
+
+def test_a_stalled_client_and_a_key_over_its_share_are_cut_off_at_the_gateway(story: Story) -> None:
+    """vllm_gateway_client_timeout (10 s here): a request that stops halfway through its headers is dropped and
+    logged as 408. vllm_gateway_key_concurrency (8 here): 8 requests of the key held open (headers sent, body
+    pending) leave the 9th a 429, and the key's next request after they end passes."""
+    key = lab_api_key()
+    logged_before = int(story.a.run(f"wc -l < {ACCESS_LOG}").stdout)
+    with _tls_socket(story) as stalled:
+        stalled.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: gw\r\n")
+        waited = _closed_after(stalled)
+    print(f"\nstalled client dropped after {waited:.1f} s")
+    assert 5 < waited < 30, waited
+    assert '"POST /v1/completions HTTP/1.1" 408 ' in story.a.run(f"tail -n +{logged_before + 1} {ACCESS_LOG}").stdout
+
+    head = (f"POST /v1/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {key}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{").encode()
+    held = [_tls_socket(story) for _ in range(8)]
+    try:
+        for sock in held:
+            sock.sendall(head)
+        time.sleep(1)  # each has reached the location (and taken a slot) before the 9th asks
+        over = story.request("POST", "/v1/completions", {"model": "tiny", "prompt": "x", "max_tokens": 2})
+    finally:
+        for sock in held:
+            sock.close()
+    assert over[0] == 429, over[:2]
+    deadline = time.monotonic() + 15
+    while (status := story.request("POST", "/v1/completions", {"model": "tiny", "prompt": "x", "max_tokens": 2})[0]
+           ) != 200:
+        assert status == 429 and time.monotonic() < deadline, f"HTTP {status} once the held requests ended"
+        time.sleep(0.5)
+
+
 def test_the_openai_clients_requests_through_the_gateway(story: Story) -> None:
+    trust = ssl.create_default_context(cafile=str(story.cert))
     client = openai.OpenAI(base_url=f"https://{story.a.ip}:{GATEWAY_PORT}/v1", api_key=lab_api_key(),
-                           http_client=openai.DefaultHttpxClient(verify=str(story.cert)), max_retries=0, timeout=120)
+                           http_client=openai.DefaultHttpxClient(verify=trust), max_retries=0, timeout=120)
     failed = run_conformance(client, "tiny", tool_parser=False)
     assert failed == [], "\n".join(failed)
     for unit, host in (("vllm-a", story.a), ("vllm-b", story.a), ("vllm-c", story.b)):

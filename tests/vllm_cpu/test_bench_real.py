@@ -13,12 +13,11 @@ checked through SSL_CERT_FILE, which must fail without it.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
-import re
 import ssl
 import subprocess
 import threading
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from bench.command import (
     vllm_bench_args,
 )
 from bench.report import Slo, level_from_result, write_report
+from tests.openai_conformance import metric
 from tests.vllm_cpu.realparser import require_controller_python
 from tests.vllm_cpu.tinyserver import TinyServer, ensure_tiny_model
 
@@ -69,13 +69,7 @@ def _bash(command: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 def _counter(server: TinyServer, name: str) -> float:
     """A metric (counter or gauge) summed over its labels, from the server's own /metrics."""
-    request = urllib.request.Request(f"{server.base}/metrics", headers={"Authorization": f"Bearer {server.api_key}"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        text = response.read().decode()
-    pattern = re.compile(rf"^{re.escape(name)}(\{{[^}}]*\}})? ([0-9.e+]+)$", re.MULTILINE)
-    values = [float(m.group(2)) for m in pattern.finditer(text)]
-    assert values, f"{name} not in /metrics"
-    return sum(values)
+    return metric(lambda: http.client.HTTPConnection("127.0.0.1", server.port, timeout=30), server.api_key, name)
 
 
 @pytest.fixture(scope="module")
