@@ -137,10 +137,17 @@ def _children(pid: int) -> list[int]:
 
 def start_tiny_server(python: Path, model: Path, workdir: Path, served_name: str = "tiny",
                       api_key: str | None = None, ready_timeout: float = 240,
-                      extra_args: tuple[str, ...] = ()) -> TinyServer:
-    """Start the server on a free loopback port and wait until /health answers 200."""
+                      extra_args: tuple[str, ...] = (), env_changes: dict[str, str | None] | None = None
+                      ) -> TinyServer:
+    """Start the server on a free loopback port and wait until /health answers 200. `env_changes` sets (or, where
+    None, removes) variables of the server's environment after CPU_ENV."""
     port = free_port()
     env = vllm_env(workdir) | CPU_ENV
+    for name, value in (env_changes or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     env.pop("VLLM_API_KEY", None)
     cmd = [str(python), "-m", SERVER_MODULE, "--model", str(model), *CPU_ARGS,
            "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port), *extra_args]
