@@ -209,8 +209,7 @@ def download_unit_values(host_name: str, model: ModelPlan, hub_venv: str, checke
         "comment_model": comment_text(model.name),
         "marker": MARKER,
         "description": systemd_value(comment_text(f"Download {model.name} from {model.source}").rstrip("\\")),
-        # The template's one endpoint line, for either hub (its name is older than ModelScope's endpoint setting).
-        "hf_endpoint_environment": endpoint_environment(model),
+        "endpoint_environment": endpoint_environment(model),
         "mkdir_command": systemd_exec(["/bin/mkdir", "-p", model.host_dir]),
         "rm_marker_command": systemd_exec(["/bin/rm", "-f", marker]),
         "command": systemd_exec(download_command(model, hub_venv)),
