@@ -1,7 +1,9 @@
-"""Docker engine and NVIDIA container toolkit for the docker runtime: pure decisions from host facts.
+"""Docker engine (and, for GPU hosts, the NVIDIA container toolkit) for the docker runtime: pure decisions
+from host facts.
 
 docker-ce comes from Docker's apt repository (or the preset's mirror of it), the toolkit from
-NVIDIA's (or a mirror), each with its own keyring and sources file. Packages are installed only
+NVIDIA's (or a mirror), each with its own keyring and sources file. A CPU host gets no toolkit:
+its container asks for no GPUs, so nothing of NVIDIA's is needed there. Packages are installed only
 when dpkg lacks them, `nvidia-ctk runtime configure --runtime=docker` runs only when daemon.json
 has no nvidia runtime, and registry mirrors are merged into daemon.json keeping every other key the
 user set. A host where all of this is already right gets an empty plan: no change, no restart.
@@ -52,7 +54,7 @@ class RepoFile:
 
 @dataclass(frozen=True)
 class DockerEnginePlan:
-    """The changes that bring docker-ce, the toolkit and daemon.json to what the settings ask for."""
+    """The changes that bring docker-ce, the toolkit (GPU hosts) and daemon.json to what the settings ask for."""
 
     prerequisites: tuple[str, ...] = ()
     keys: tuple[KeyDownload, ...] = ()
@@ -116,13 +118,17 @@ def merge_daemon_json(current: Mapping[str, Any], registry_mirrors: tuple[str, .
 def plan_docker_engine(*, docker_ce_repo: str | None, nvidia_container_repo: str | None,
                        registry_mirrors: tuple[str, ...], os_release: Any, packages: Mapping[str, Any],
                        files: Mapping[str, str | None], hashes: Mapping[str, str | None],
-                       daemon: Any) -> DockerEnginePlan:
-    """Decide from the facts (dpkg, repo files, keyring hashes, daemon.json) what must change."""
+                       daemon: Any, gpus: bool) -> DockerEnginePlan:
+    """Decide from the facts (dpkg, repo files, keyring hashes, daemon.json) what must change.
+
+    `gpus`: the containers get NVIDIA GPUs (vllm_device cuda), so the toolkit and its runtime are
+    needed; without, only the engine and the registry mirrors (nvidia_container_repo may be unset).
+    """
     try:
         os_id, codename = distribution(os_release)
     except ValueError as error:
         raise DockerEngineError(f"vllm_runtime: docker: {error}") from None
-    if docker_ce_repo is None or nvidia_container_repo is None:
+    if docker_ce_repo is None or (gpus and nvidia_container_repo is None):
         missing = "docker_ce_repo" if docker_ce_repo is None else "nvidia_container_repo"
         raise DockerEngineError(f"{missing}: the mirror preset sets none; set it for the docker runtime")
     warnings: list[str] = []
@@ -139,12 +145,13 @@ def plan_docker_engine(*, docker_ce_repo: str | None, nvidia_container_repo: str
         if files.get(DOCKER_SOURCES) != content:
             repo_files.append(RepoFile(DOCKER_SOURCES, content))
         wanted += ENGINE_PACKAGES
-    if hashes.get(NVIDIA_KEY) is None:
-        keys.append(KeyDownload(f"{nvidia_container_repo.rstrip('/')}/gpgkey", NVIDIA_KEY))
-    content = render_nvidia_list(nvidia_container_repo)
-    if files.get(NVIDIA_SOURCES) != content:
-        repo_files.append(RepoFile(NVIDIA_SOURCES, content))
-    wanted += TOOLKIT_PACKAGES
+    if gpus and nvidia_container_repo is not None:
+        if hashes.get(NVIDIA_KEY) is None:
+            keys.append(KeyDownload(f"{nvidia_container_repo.rstrip('/')}/gpgkey", NVIDIA_KEY))
+        content = render_nvidia_list(nvidia_container_repo)
+        if files.get(NVIDIA_SOURCES) != content:
+            repo_files.append(RepoFile(NVIDIA_SOURCES, content))
+        wanted += TOOLKIT_PACKAGES
     missing = missing_packages(packages, tuple(wanted))
     prerequisites = missing_packages(packages, PREREQUISITES) if keys else ()
 
@@ -153,7 +160,7 @@ def plan_docker_engine(*, docker_ce_repo: str | None, nvidia_container_repo: str
         raise DockerEngineError(f"{DAEMON_JSON} on the host is not valid JSON ({daemon.message}); docker refuses "
                                 "to start with it: fix or remove it, then deploy again")
     current = dict(getattr(daemon, "data", {}) or {})
-    configure = not getattr(daemon, "nvidia_runtime", False)
+    configure = gpus and not getattr(daemon, "nvidia_runtime", False)
     merged = merge_daemon_json(current, tuple(registry_mirrors), add_runtime=configure)
     # nvidia-ctk writes the runtime itself; our file is needed only for what it does not write.
     needs_file = merged is not None and merge_daemon_json(current, tuple(registry_mirrors), add_runtime=False)

@@ -200,7 +200,8 @@ def apt_plan(mirror: str | None, os_release: OsRelease | None, files: Mapping[st
         raise PlanError(f"apt_mirror: {error}") from None
 
 
-def _docker_engine(settings: Settings, facts: HostFacts, install: InstallFacts) -> DockerEnginePlan:
+def _docker_engine(settings: Settings, facts: HostFacts, install: InstallFacts, device: str) -> DockerEnginePlan:
+    """The engine stage; the NVIDIA toolkit only where the containers get GPUs (`device` cuda)."""
     try:
         return plan_docker_engine(
             docker_ce_repo=settings.docker_ce_repo,
@@ -211,6 +212,7 @@ def _docker_engine(settings: Settings, facts: HostFacts, install: InstallFacts) 
             files=install.docker_files,
             hashes=install.docker_hashes,
             daemon=install.docker_daemon,
+            gpus=device == "cuda",
         )
     except DockerEngineError as error:
         raise PlanError(str(error)) from None
@@ -278,7 +280,7 @@ def build_host_plan(instances: tuple[InstanceSettings, ...], facts: HostFacts, h
         key_header_file=KEY_HEADER_FILE if key else None,
         driver=checks.driver,
         apt=apt_plan(host_settings.apt_mirror, facts.os, install.apt_files) if install else None,
-        docker_engine=_docker_engine(host_settings, facts, install)
+        docker_engine=_docker_engine(host_settings, facts, install, setup.device)
         if install and setup.runtime == "docker" else None,
         conda=plan_conda(host_settings, setup.install, install.conda, install.conda_files, install.conda_packages)
         if install and setup.runtime == "conda" else None,

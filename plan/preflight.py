@@ -18,7 +18,7 @@ from plan.settings import Settings
 
 SUPPORTED_OS = {"ubuntu": ("22.04", "24.04"), "debian": ("12",)}
 # An estimate, not a measurement: the CUDA vLLM image carries CUDA, torch and FlashInfer; 25 GiB covers it
-# unpacked plus the layers of the next tag while the old one is still there.
+# unpacked plus the layers of the next tag while the old one is still there. A CPU image (no CUDA) is smaller.
 DOCKER_IMAGE_BYTES = 25 * 2**30
 # Room for the model beyond its weights: a partial download's temporary files, the marker and manifest.
 MODEL_DISK_MARGIN = 1.05

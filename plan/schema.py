@@ -140,11 +140,13 @@ SETTINGS: tuple[Setting, ...] = tuple(
     ) + _section(
         "Runtime",
         ("vllm_runtime", "venv", choice("venv", "docker", "conda"),
-         "`venv` (a virtualenv under `vllm_prefix`), `docker` (the vllm/vllm-openai image; docker-ce and the "
-         "NVIDIA container toolkit installed when missing; GPUs only), `conda` (Miniconda, as seed 001)"),
+         "`venv` (a virtualenv under `vllm_prefix`), `docker` (a vLLM image; docker-ce installed when missing, "
+         "the NVIDIA container toolkit too on GPU hosts; `cpu` needs a CPU image in `vllm_docker_image`), "
+         "`conda` (Miniconda, as seed 001)"),
         ("vllm_docker_image", None, optional(pattern(r"[a-z0-9][a-z0-9._/:@-]{0,254}",
                                                      "an image reference such as 'vllm/vllm-openai:v0.32.0'")),
-         "docker runtime: the image", {"shown": "`vllm/vllm-openai:v<vllm_version>`"}),
+         "docker runtime: the image; the default is a CUDA build, so `vllm_device` `cpu` must set one (vLLM's CPU "
+         "release image, or one built from your wheelhouse)", {"shown": "`vllm/vllm-openai:v<vllm_version>`"}),
         ("vllm_version", "0.32.0", pattern(r"\d+\.\d+(\.\d+)?([.+-]?[A-Za-z0-9]+)*", "a version such as '0.32.0'"),
          "vLLM release to install; flags are rendered and checked for it"),
         ("vllm_package", None, optional(pattern(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}",

@@ -509,6 +509,11 @@ def build_plan(settings: Settings, facts: HostFacts, host: str, service_active: 
     """
     where = "vllm_instances" if name == UNIT_NAME else f"vllm_instances ({name})"
     device = resolve_device(settings, facts)
+    docker = settings.vllm_runtime == "docker"
+    if docker and device == "cpu" and not settings.vllm_docker_image:
+        raise PlanError(f"vllm_docker_image: the default image {default_docker_image(settings.vllm_version)} is built "
+                        "for CUDA; for vllm_device 'cpu' set vllm_docker_image to a CPU build of vLLM (vLLM's CPU "
+                        "release image, or one built from your wheelhouse)")
     if device == "cuda":
         facts = facts_for_gpus(facts, gpus, f"{where}.gpus")
     elif gpus is not None:
@@ -541,9 +546,6 @@ def build_plan(settings: Settings, facts: HostFacts, host: str, service_active: 
     state_dir = f"{prefix}/state"
     venv = settings.conda_env_prefix if settings.vllm_runtime == "conda" else f"{prefix}/venv"
     template_src, template_path = _chat_template(settings)
-    docker = settings.vllm_runtime == "docker"
-    if docker and device != "cuda":
-        raise PlanError("vllm_runtime: the docker runtime serves NVIDIA GPUs; use 'venv' for vllm_device 'cpu'")
     listen = listen_host or settings.vllm_host
     vllm_args = ["--model", CONTAINER_MODEL_DIR if docker else settings.model_dir,
                  "--served-model-name", settings.vllm_served_model_name,
@@ -571,14 +573,14 @@ def build_plan(settings: Settings, facts: HostFacts, host: str, service_active: 
         env = auth_env(env)
     if gpus is not None and not docker:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
-    image = settings.vllm_docker_image or f"vllm/vllm-openai:v{settings.vllm_version}"
+    image = settings.vllm_docker_image or default_docker_image(settings.vllm_version)
     env_files = [f"{CONFIG_DIR}/{unit}.env"] + ([key_files[0]] if key_files else [])
     mem_max = memory_max(device, facts.mem_total_bytes, sized)
     max_tasks = tasks_max(facts.cpu_count, world_size)
     if docker:
         argv = docker_argv(unit, image, settings, state_dir, template_path, env_files, vllm_args,
-                           listen=listen, gpus=gpus, shm_gib=world_size, memory=mem_max, pids=max_tasks,
-                           auth=auth)
+                           listen=listen, gpus=gpus, device=device, shm_gib=world_size, memory=mem_max,
+                           pids=max_tasks, auth=auth)
     else:
         argv = [f"{venv}/bin/python", *ENTRYPOINT, *vllm_args]
 
@@ -671,20 +673,30 @@ def model_recipe(settings: Settings, model: Any) -> Recipe:
         raise PlanError(str(error)) from error
 
 
+def default_docker_image(version: str) -> str:
+    """vLLM's own release image for `version`: a CUDA build, so a CPU host must name its image."""
+    return f"vllm/vllm-openai:v{version}"
+
+
 def docker_argv(name: str, image: str, settings: Settings, state_dir: str, template_path: str | None,
                 env_files: list[str], vllm_args: list[str], listen: str, gpus: tuple[int, ...] | None,
-                shm_gib: int = 1, memory: int | None = None, pids: int | None = None, auth: bool = False
-                ) -> list[str]:
+                device: str = "cuda", shm_gib: int = 1, memory: int | None = None, pids: int | None = None,
+                auth: bool = False) -> list[str]:
     """`docker run` in the foreground under systemd: --rm and named, so `docker stop` ends it cleanly.
 
     Sandboxed as far as docker allows: no capabilities, no privilege gain, the model mounted
     read-only, the unit's memory and task caps. No --ipc=host: the container gets its own /dev/shm,
-    1 GiB per rank (NCCL's guide asks for 1 GiB; vLLM's broadcast queue lives there too).
+    1 GiB per rank (NCCL's guide asks for 1 GiB; vLLM's broadcast queue lives there too). GPUs and
+    unlimited locked memory (CUDA's pinned host buffers) only for `device` cuda: a CPU host has no
+    NVIDIA runtime to hand GPUs over, and its container keeps docker's memlock limit.
     """
-    devices = "all" if gpus is None else f'"device={",".join(map(str, gpus))}"'
-    argv = ["/usr/bin/docker", "run", "--rm", "--name", name, "--gpus", devices,
-            "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--shm-size", f"{max(1, shm_gib)}g",
-            "--ulimit", "memlock=-1", "--ulimit", "stack=67108864"]
+    argv = ["/usr/bin/docker", "run", "--rm", "--name", name]
+    if device == "cuda":
+        argv += ["--gpus", "all" if gpus is None else f'"device={",".join(map(str, gpus))}"']
+    argv += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--shm-size", f"{max(1, shm_gib)}g"]
+    if device == "cuda":
+        argv += ["--ulimit", "memlock=-1"]
+    argv += ["--ulimit", "stack=67108864"]
     if memory:
         argv += ["--memory", str(memory)]
     if pids:

@@ -230,6 +230,8 @@ def _resolve_mirrors(values: dict[str, Any], merged: Mapping[str, Any], problems
             problems.append(("pip_index_url", "required with mirror_preset 'custom'"))
         runtime = values["vllm_runtime"]
         for key in _CUSTOM_NEEDS.get(runtime, ()):
+            if key == "nvidia_container_repo" and values["vllm_device"] == "cpu":
+                continue  # a CPU container gets no GPUs: no toolkit to install
             if values[key] is None:
                 hint = " (\"host\" keeps the host's own apt sources)" if key == "apt_mirror" else ""
                 problems.append((key, f"required with mirror_preset 'custom' and vllm_runtime {runtime!r}{hint}"))

@@ -1,5 +1,5 @@
-"""Install stage for the docker runtime: docker-ce and the NVIDIA container toolkit through the mirror
-preset, daemon.json, then the pinned vLLM image and the service's state directories.
+"""Install stage for the docker runtime: docker-ce and, on GPU hosts, the NVIDIA container toolkit through the
+mirror preset, daemon.json, then the pinned vLLM image and the service's state directories.
 
 Every decision is the host plan's (plan.docker_engine, from the host's facts): packages are installed only when
 dpkg lacks them, nvidia-ctk runs only when daemon.json has no nvidia runtime, docker restarts only
@@ -16,7 +16,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, docker, files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from plan.docker_engine import DAEMON_JSON, DockerEnginePlan, key_command
+from plan.docker_engine import DAEMON_JSON, TOOLKIT_PACKAGES, DockerEnginePlan, key_command
 from plan.host import HostPlan
 from tasks.apt_lists import refreshed, update_once
 from tasks.service_account import service_directories
@@ -36,7 +36,9 @@ def docker_engine(engine: DockerEnginePlan) -> list[OperationMeta]:
         ops.append(files.put(name=f"apt repository {repo.path}", src=BytesIO(repo.content.encode()), dest=repo.path,
                              user="root", group="root", mode="644"))
     if engine.packages:
-        ops.append(apt.packages(name="Docker engine and NVIDIA container toolkit", packages=list(engine.packages),
+        toolkit = any(name in TOOLKIT_PACKAGES for name in engine.packages)
+        ops.append(apt.packages(name="Docker engine and NVIDIA container toolkit" if toolkit else "Docker engine",
+                                packages=list(engine.packages),
                                 update=True))  # the repositories above are new: their lists are not in any cache
         refreshed()
     daemon_ops = []

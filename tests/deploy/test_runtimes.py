@@ -157,6 +157,33 @@ def test_switching_the_converged_server_to_aliyun_rewrites_its_repositories(tmp_
     assert "mv --backup=numbered" not in cmds, "the host's ubuntu.sources was moved aside on the first run"
 
 
+def test_docker_on_a_cpu_host_installs_the_engine_without_the_nvidia_toolkit(tmp_path: Path) -> None:
+    """Debian 12 CPU host, docker client only: docker-ce through tuna, the user's daemon.json keys kept, no GPUs."""
+    data = {"model": "Qwen/Qwen3-0.6B", "vllm_device": "cpu", "vllm_runtime": "docker", "mirror_preset": "tuna",
+            "vllm_docker_image": "registry.example.internal/vllm-cpu:v0.32.0",
+            "docker_registry_mirrors": ["https://registry.example.internal"]}
+    output, out = deploy(tmp_path, "debian12-cpu", data,
+                         {commands.TEXT_FILES_MARK: DEBIAN_SOURCES,
+                          commands.DOCKER_DAEMON_JSON: '{"log-driver": "journald", "data-root": "/srv/docker"}'})
+    cmds = (out / "commands.txt").read_text()
+    assert "nvidia-ctk" not in cmds and "nvidia-container-toolkit.asc" not in cmds and "libnvidia-container" not in cmds
+    assert not (out / "files" / "etc/apt/sources.list.d/nvidia-container-toolkit.list").exists()
+    install = next(line for line in cmds.splitlines() if "apt-get" in line and " install " in line
+                   and "docker-ce" in line)
+    assert install.split(" install ")[1].split() == ["docker-ce", "docker-ce-cli", "containerd.io"]
+    assert "URIs: https://mirrors.tuna.tsinghua.edu.cn/docker-ce/linux/debian\nSuites: bookworm\n" in read(
+        out, "/etc/apt/sources.list.d/docker.sources")
+    assert json.loads(read(out, "/etc/docker/daemon.json")) == {
+        "log-driver": "journald", "data-root": "/srv/docker", "registry-mirrors": ["https://registry.example.internal"]}
+    assert "Install vLLM (docker runtime) | Docker engine" in results(output)
+    unit = read(out, "/etc/systemd/system/vllm.service")
+    assert "ExecStart=/usr/bin/docker run --rm --name vllm --cap-drop ALL " in unit
+    assert "--gpus" not in unit and "memlock" not in unit and "DeviceAllow=char-nvidia" not in unit
+    assert " --env-file /etc/vllm/vllm.env " in unit
+    assert "\nTORCHDYNAMO_DISABLE=1\n" in read(out, "/etc/vllm/vllm.env")
+    assert "docker image pull registry.example.internal/vllm-cpu:v0.32.0" in cmds
+
+
 # --- conda runtime --------------------------------------------------------------------------------------------
 
 

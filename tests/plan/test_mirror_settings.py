@@ -75,6 +75,11 @@ def test_custom_names_every_url_the_runtime_needs(runtime: str, missing: set[str
     assert all("custom" in message for message in problems.values())
 
 
+def test_custom_docker_on_cpu_needs_no_toolkit_repository() -> None:
+    problems = _problems({"mirror_preset": "custom", "vllm_runtime": "docker", "vllm_device": "cpu"})
+    assert set(problems) == {"pip_index_url", "apt_mirror", "docker_ce_repo", "docker_registry_mirrors"}
+
+
 def test_custom_with_every_url_set_is_valid() -> None:
     settings = load_settings({
         "mirror_preset": "custom", "vllm_runtime": "conda", "pip_index_url": "https://pip.example.internal/simple",

@@ -72,12 +72,14 @@ def _installed(*names: str) -> dict[str, DebPackage]:
 
 
 def _engine(packages: dict, files: dict | None = None, hashes: dict | None = None,
-            daemon: DaemonConfig | None = None, mirrors: tuple[str, ...] = ()) -> de.DockerEnginePlan:
+            daemon: DaemonConfig | None = None, mirrors: tuple[str, ...] = (), gpus: bool = True,
+            nvidia_container_repo: str | None = "preset") -> de.DockerEnginePlan:
     settings = load_settings({"mirror_preset": "tuna"})
+    toolkit_repo = settings.nvidia_container_repo if nvidia_container_repo == "preset" else nvidia_container_repo
     return de.plan_docker_engine(docker_ce_repo=settings.docker_ce_repo,
-                                 nvidia_container_repo=settings.nvidia_container_repo, registry_mirrors=mirrors,
+                                 nvidia_container_repo=toolkit_repo, registry_mirrors=mirrors,
                                  os_release=JAMMY, packages=packages, files=files or {}, hashes=hashes or {},
-                                 daemon=daemon or DaemonConfig(status="missing"))
+                                 daemon=daemon or DaemonConfig(status="missing"), gpus=gpus)
 
 
 def test_fresh_host_gets_keys_repositories_packages_and_runtime() -> None:
@@ -122,6 +124,32 @@ def test_empty_preset_mirrors_leave_the_users_list_alone() -> None:
     daemon = parse_daemon_json('{"registry-mirrors": ["https://mine.example"], "runtimes": {"nvidia": {}}}')
     plan = _engine({}, daemon=daemon)
     assert plan.daemon_json is None and not plan.configure_runtime
+
+
+def test_cpu_engine_has_no_toolkit_and_still_merges_the_registry_mirrors() -> None:
+    """No GPUs in the container: docker-ce alone, no NVIDIA key, repository, package or runtime, even unset."""
+    daemon = parse_daemon_json('{"data-root": "/data/docker", "log-driver": "json-file", '
+                               '"registry-mirrors": ["https://old.example"]}')
+    plan = _engine({}, daemon=daemon, mirrors=("https://new.example",), gpus=False, nvidia_container_repo=None)
+    assert [k.path for k in plan.keys] == [de.DOCKER_KEY]
+    assert [r.path for r in plan.repo_files] == [de.DOCKER_SOURCES]
+    assert plan.packages == ("docker-ce", "docker-ce-cli", "containerd.io")
+    assert not plan.configure_runtime
+    assert json.loads(plan.daemon_json) == {"data-root": "/data/docker", "log-driver": "json-file",
+                                            "registry-mirrors": ["https://new.example"]}
+
+
+def test_cpu_engine_on_distribution_docker_changes_only_the_mirrors() -> None:
+    daemon = parse_daemon_json('{"registry-mirrors": ["https://new.example"]}')
+    assert not _engine(_installed("docker.io"), daemon=daemon, mirrors=("https://new.example",), gpus=False).changes
+    plan = _engine(_installed("docker.io"), mirrors=("https://new.example",), gpus=False)
+    assert (plan.keys, plan.repo_files, plan.packages, plan.configure_runtime) == ((), (), (), False)
+    assert json.loads(plan.daemon_json) == {"registry-mirrors": ["https://new.example"]}
+
+
+def test_gpu_engine_still_needs_the_toolkit_repository() -> None:
+    with pytest.raises(de.DockerEngineError, match="nvidia_container_repo"):
+        _engine({}, nvidia_container_repo=None)
 
 
 def test_invalid_daemon_json_stops_the_host() -> None:
