@@ -14,6 +14,7 @@ from typing import Any
 
 from pyinfra.api import FactBase, StringCommand
 from pyinfra.api.exceptions import FactProcessError
+from pyinfra.facts.systemd import SystemdStatus
 
 from facts import commands, parsers
 
@@ -373,6 +374,15 @@ class PciAcs(FactBase[parsers.PciAcs]):
 
     def process(self, output: list[str]) -> parsers.PciAcs:
         return parsers.parse_lspci_acs(output)
+
+
+class UnitsUp(SystemdStatus):
+    """Units running or on their way: starting (the health wait included), waiting to restart, reloading or
+    stopping. The port such a unit listens on is its own: a re-run while an instance starts or crash-loops must not
+    take its listener (or its container's docker-proxy) for another program's."""
+
+    state_key = "ActiveState"
+    state_values = ["active", "activating", "reloading", "deactivating"]
 
 
 @dataclass(frozen=True)

@@ -166,10 +166,14 @@ def _install_query(settings: Settings) -> InstallQuery:
     docker, conda = settings.vllm_runtime == "docker", settings.vllm_runtime == "conda"
     sections = [FactSection("stage.apt_files", fact.TextFiles, {"paths": every_watched_path()})]
     if docker:
+        # A CPU host's containers get no GPUs: the NVIDIA toolkit's files are not asked for.
+        toolkit = settings.vllm_device != "cpu"
         sections += [
             FactSection("stage.docker_packages", fact.DebPackageVersions, {"packages": DPKG_NAMES}),
-            FactSection("stage.docker_files", fact.TextFiles, {"paths": (DOCKER_SOURCES, NVIDIA_SOURCES)}),
-            FactSection("stage.docker_hashes", fact.FileHashes, {"paths": (DOCKER_KEY, NVIDIA_KEY)}),
+            FactSection("stage.docker_files", fact.TextFiles,
+                        {"paths": (DOCKER_SOURCES, NVIDIA_SOURCES) if toolkit else (DOCKER_SOURCES,)}),
+            FactSection("stage.docker_hashes", fact.FileHashes,
+                        {"paths": (DOCKER_KEY, NVIDIA_KEY) if toolkit else (DOCKER_KEY,)}),
             FactSection("stage.docker_daemon", fact.DockerDaemonConfig),
         ]
     if conda:
@@ -225,7 +229,9 @@ def plan_for_current_host() -> HostPlan:
         cluster = _cluster_plan(settings) if settings.vllm_cluster else None
         facts = gather_facts(instances)
         statuses = host.get_fact(SystemdStatus)
-        active = {unit for unit in [i.unit for i in instances] + ["nginx"] if statuses.get(f"{unit}.service")}
+        units = [i.unit for i in instances] + ["nginx"]
+        up = host.get_fact(fact.UnitsUp, services=[f"{unit}.service" for unit in units])
+        active = {unit for unit in units if statuses.get(f"{unit}.service") or up.get(f"{unit}.service")}
         try:
             api_key = resolve_api_key(settings)
         except (OSError, ValueError) as error:

@@ -134,9 +134,47 @@ def test_h100_docker_runtime_renders_foreground_container_and_script(tmp_path: P
     _, out = _deploy(tmp_path, "h100-x1-ubuntu2404", data, plan)
     unit = (out / "files/etc/systemd/system/vllm.service").read_text()
     assert "ExecStop=/usr/bin/docker stop" in unit and "Requires=docker.service" in unit
+    # A stop during the start (no ExecStop then) must not leave the container running outside the unit.
+    assert "\nExecStopPost=-/usr/bin/docker rm -f vllm\n" in unit
     script = (out / "files/opt/vllm/docker-run.sh").read_text()
     assert shlex.join(argv) in script
     assert "docker image pull vllm/vllm-openai:v0.32.0" in (out / "commands.txt").read_text()
+
+
+CPU_DOCKER = {"model": "Qwen/Qwen3-0.6B", "vllm_device": "cpu", "vllm_runtime": "docker",
+              "vllm_docker_image": "registry.example.internal/vllm-cpu:v0.32.0"}
+
+
+def test_cpu_docker_runtime_asks_for_no_gpus_and_keeps_the_sandbox() -> None:
+    plan = plan_for("debian12-cpu", CPU_DOCKER)
+    argv = plan.argv
+    assert argv[:5] == ("/usr/bin/docker", "run", "--rm", "--name", "vllm")
+    assert "--gpus" not in argv and "memlock=-1" not in argv, "no NVIDIA runtime, docker's memlock limit kept"
+    assert _flag(argv, "--ulimit") == "stack=67108864"
+    assert _flag(argv, "--cap-drop") == "ALL" and _flag(argv, "--security-opt") == "no-new-privileges"
+    assert _flag(argv, "--shm-size") == "1g"
+    assert _flag(argv, "--memory") == str(plan.memory_max) and _flag(argv, "--pids-limit") == str(plan.tasks_max)
+    assert [argv[i + 1] for i, word in enumerate(argv) if word == "--env-file"] == [plan.env_file,
+                                                                                   "/etc/vllm/api-key.env"]
+    assert _flag(argv, "-p") == "0.0.0.0:8000:8000"
+    mounts = [argv[i + 1] for i, word in enumerate(argv) if word == "-v"]
+    assert mounts == [f"{plan.model.host_dir}:/models:ro", f"{plan.state_dir}:{plan.state_dir}",
+                      "/usr/local/lib/vllm-deploy/asgi:/usr/local/lib/vllm-deploy/asgi:ro"]
+    assert argv[argv.index(CPU_DOCKER["vllm_docker_image"]) + 1:][:2] == ("--model", "/models")
+    # The CPU build's environment reaches the container through the env file docker reads.
+    assert {"TORCHDYNAMO_DISABLE=1", "VLLM_ENABLE_V1_MULTIPROCESSING=0"} <= set(plan.env_file_lines)
+
+
+def test_cuda_docker_runtime_keeps_gpus_and_memlock() -> None:
+    argv = plan_for("h100-x1-ubuntu2404", {"model": "Qwen/Qwen3-8B", "vllm_runtime": "docker"}).argv
+    assert _flag(argv, "--gpus") == "all"
+    assert [argv[i + 1] for i, word in enumerate(argv) if word == "--ulimit"] == ["memlock=-1", "stack=67108864"]
+
+
+def test_cpu_docker_runtime_without_an_image_names_the_setting() -> None:
+    with pytest.raises(PlanError, match=r"^vllm_docker_image: the default image vllm/vllm-openai:v0\.31\.0 is built "
+                                        r"for CUDA; .*set vllm_docker_image to a CPU build"):
+        plan_for("debian12-cpu", {**CPU_DOCKER, "vllm_docker_image": None, "vllm_version": "0.31.0"})
 
 
 @pytest.mark.parametrize("profile", ["4090-x2-ubuntu2204", "h100-x1-ubuntu2404"])

@@ -102,3 +102,26 @@ def test_new_instances_start_on_every_host_at_once_running_ones_restart_in_turn(
     together = "Starting operation: vLLM instances | vllm: start and verify"
     assert (serial in output, together in output) == ((True, False) if running else (False, True)), output[-3000:]
     assert output.count("vLLM serving 'Qwen3-8B'") == 2
+
+
+@pytest.mark.parametrize("state", ["activating", "inactive"])
+def test_a_port_held_by_the_instances_own_starting_unit_is_not_another_programs(tmp_path: Path, state: str) -> None:
+    """A re-run while the instance starts or crash-loops (systemd's ActiveState `activating`: the health wait, a
+    pending restart) finds its listener, or its container's docker-proxy, on the port: that is the unit's own. The
+    same listener with the unit inactive is another program's, and the deploy is refused before any change."""
+    profile, data = "debian12-cpu", {"model": "Qwen/Qwen3-0.6B", "vllm_device": "cpu"}
+    responses = serving_responses(plan_for(profile, data))
+    responses["ss -ltnH"] = ["LISTEN 0      4096         0.0.0.0:8000       0.0.0.0:*"]
+    responses["--property ActiveState"] = ["Id=vllm.service", f"ActiveState={state}"]
+    host = {**data, "vllm_api_key_file": str(tmp_path / "test.key"), "fake_responses": responses}
+    lines = ["import sys", f"sys.path.insert(0, {str(ROOT)!r})", "from tests.fakehosts import fake_host_data",
+             f"hosts = [('@fake/cpu', fake_host_data({profile!r}, 'converged', {host!r}))]"]
+    (tmp_path / "inventory.py").write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "PYINFRA_FAKE_DELAY": "0", "PYINFRA_FAKE_DELAY_JITTER": "0"}
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "fakerun.py"), str(tmp_path / "out"),
+                           str(tmp_path / "inventory.py"), "deploy.py", "-y"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    refused = "vllm_port: 8000 is already in use by another program" in output
+    assert (proc.returncode == 0, refused) == ((True, False) if state == "activating" else (False, True)), \
+        output[-3000:]
