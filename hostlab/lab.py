@@ -17,6 +17,7 @@ import configparser
 import contextlib
 import fcntl
 import ipaddress
+import json
 import os
 import secrets
 import shlex
@@ -189,6 +190,8 @@ class TestHost:
     log: Path = field(repr=False)
     pidfile: Path = field(repr=False)
     cgroups: list[Path] = field(repr=False, default_factory=list)
+    docker: bool = False
+    binds_ro: tuple[Path, ...] = ()
     boots: int = 0
     exit_code: int | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -298,6 +301,8 @@ class TestHost:
             if self._supervisor is not None and self._supervisor is not threading.current_thread():
                 self._supervisor.join(timeout=10)
             _remove_host_resources(self.machine, self.netns, self.veth, self.root.parent, self.cgroups)
+            if self.docker:
+                _remove_v1_cgroups(docker_cgroup_parent(self.machine))
             self.pidfile.unlink(missing_ok=True)
             self._removed = True
         self.lab._forget(self)
@@ -311,7 +316,9 @@ class TestHost:
             f"--network-namespace-path={NETNS_DIR / self.netns}", "--resolv-conf=off", "--timezone=off",
             "--link-journal=no", f"--machine={self.machine}", "-D", str(self.root),
         ]
-        nspawn += [f"--bind-ro={p}" for p in self.lab.pip_binds]
+        nspawn += [f"--bind-ro={p}" for p in (*self.lab.pip_binds, *self.binds_ro)]
+        if self.docker:
+            nspawn += docker_nspawn_options(self.root.parent)
         # Guest clocks start near zero: uptime drops on each relaunch, as after a real reboot.
         timens = ["unshare", "--time", f"--boottime={-int(boottime) + 1}", f"--monotonic={-int(monotonic) + 1}"]
         procs = [str(cg / "cgroup.procs") for cg in self.cgroups]
@@ -406,6 +413,72 @@ def _remove_host_resources(machine: str, netns: str, veth: str, workdir: Path, c
         _run("ip", "netns", "del", netns, check=False)
     _kill_cgroups(cgroups)
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- docker hosts
+# A real docker engine in a guest needs more than the other hosts get (each shown necessary by leaving it out):
+DOCKER_NSPAWN_OPTIONS = (
+    # Containers' network sandboxes (netns, veth, the NAT chain in the guest's own netns); without it runc fails
+    # "failed to create default sandbox: operation not permitted".
+    "--capability=CAP_NET_ADMIN",
+    # runc gives each container a session keyring; nspawn's seccomp filter refuses keyctl ("unable to join
+    # session keyring").
+    "--system-call-filter=@keyring",
+)
+# nspawn mounts the v1 controllers read-only and offers no option to change it ("mkdir /sys/fs/cgroup/cpuset/docker:
+# read-only file system"); binding them is refused at boot. A bind remount inside the guest, before docker starts.
+CGROUP_RW_UNIT = "hostlab-cgroup-rw.service"
+CGROUP_RW_UNIT_TEXT = """[Unit]
+Description=hostlab: writable v1 cgroup controllers for docker
+DefaultDependencies=no
+After=local-fs.target
+Before=containerd.service docker.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'for c in /sys/fs/cgroup/*/; do case $$c in */systemd/|*/unified/) continue;; esac; \
+mount -o remount,bind,rw $$c; done'
+
+[Install]
+WantedBy=multi-user.target
+"""
+# dockerd reads the guest's proxy variables (systemd's DefaultEnvironment): a missing image would be looked for on
+# Docker Hub through the lab's proxy. Unset for docker and containerd, it finds only what the lab serves.
+DOCKER_NO_PROXY_DROPIN = ("[Service]\nUnsetEnvironment=http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY "
+                          "NO_PROXY\n")
+
+
+def docker_nspawn_options(workdir: Path) -> list[str]:
+    """nspawn options of a docker host; /var/lib/docker lies on the controller's own file system, where overlay2
+    works (it cannot stack on the guest's overlay root: "failed to mount overlay: invalid argument")."""
+    return [*DOCKER_NSPAWN_OPTIONS, f"--bind={workdir / 'docker'}:/var/lib/docker"]
+
+
+def docker_cgroup_parent(machine: str) -> str:
+    """The guest's dockerd `cgroup-parent`: the v1 controllers have no cgroup namespace, so its containers' cgroups
+    land where nspawn runs on the controller, named after this host (two docker hosts must not share /docker)."""
+    return f"{machine}-docker"
+
+
+def _v1_controller_mounts() -> list[Path]:
+    found = []
+    for line in Path("/proc/mounts").read_text().splitlines():
+        _, mnt, fstype, opts, *_ = line.split()
+        if fstype == "cgroup" and "name=systemd" not in opts.split(","):
+            found.append(Path(mnt))
+    return found
+
+
+def _remove_v1_cgroups(prefix: str, depth: int = 4) -> None:
+    """Remove the v1 controller directories a guest's dockerd made (named `prefix`...), at most `depth` levels down
+    (the guest's view of a controller starts at nspawn's own cgroup in it, not always the root)."""
+    for mount in _v1_controller_mounts():
+        for dirpath, dirnames, _ in os.walk(mount):
+            hits = [d for d in dirnames if d.startswith(prefix)]
+            _kill_cgroups([Path(dirpath) / d for d in hits])
+            level = len(Path(dirpath).relative_to(mount).parts)
+            dirnames[:] = [d for d in dirnames if d not in hits] if level < depth else []
 
 
 # --------------------------------------------------------------------------- the lab
@@ -546,8 +619,14 @@ class Lab:
                 del self.hosts[host.name]
 
     # -- hosts
-    def add_host(self, name: str, timeout: float = 60) -> TestHost:
-        """Boot a fresh server named `name` and return once SSH answers."""
+    def add_host(self, name: str, timeout: float = 60, docker: bool = False,
+                 binds_ro: tuple[Path, ...] = ()) -> TestHost:
+        """Boot a fresh server named `name` and return once SSH answers.
+
+        `docker`: a host that can run a real docker engine (more capabilities, syscalls and writable cgroup
+        controllers than the others get; see DOCKER_NSPAWN_OPTIONS); the engine itself is the test's to install.
+        `binds_ro`: controller paths the guest sees read-only at the same place (a wheelhouse, a cache).
+        """
         if self._closed or self.subnet is None:
             raise LabError("the lab is not running; use it inside `with Lab() as lab:`")
         if not name.replace("-", "").isalnum() or len(name) > 40:
@@ -573,6 +652,8 @@ class Lab:
             log=workdir / "console.log",
             pidfile=self.state / "pids" / name,
             cgroups=[h / self.id / name for h in self.hierarchies],
+            docker=docker,
+            binds_ro=tuple(binds_ro),
         )
         with self._lock:
             self.hosts[name] = host
@@ -605,9 +686,13 @@ class Lab:
         _run(*ns, "link", "set", "lo", "up")
         _run(*ns, "link", "set", "eth0", "up")
         _run(*ns, "route", "add", "default", "via", self.gateway)
+        if host.docker:
+            # Published ports reach containers through DNAT and the guest's docker0: forwarding in its own netns
+            # (the guest's /proc/sys is read-only). Nothing leaves the lab: the controller does not forward.
+            _run("ip", "netns", "exec", host.netns, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
 
     def _mount(self, host: TestHost, workdir: Path) -> None:
-        for d in ("upper", "work", "merged"):
+        for d in ("upper", "work", "merged", *(("docker",) if host.docker else ())):
             (workdir / d).mkdir(parents=True, exist_ok=True)
         _run("mount", "-t", "overlay", "overlay", "-o",
              f"lowerdir={self.lower},upperdir={workdir / 'upper'},workdir={workdir / 'work'}", str(host.root))
@@ -634,6 +719,15 @@ class Lab:
         ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         write("root/.ssh/authorized_keys", Path(f"{self.ssh_key}.pub").read_text(), 0o600)
         self._add_sudo_user(root)
+        if host.docker:
+            write(f"etc/systemd/system/{CGROUP_RW_UNIT}", CGROUP_RW_UNIT_TEXT)
+            wants = root / "etc/systemd/system/multi-user.target.wants"
+            wants.mkdir(parents=True, exist_ok=True)
+            (wants / CGROUP_RW_UNIT).symlink_to(f"/etc/systemd/system/{CGROUP_RW_UNIT}")
+            write("etc/docker/daemon.json", json.dumps({"cgroup-parent": "/" + docker_cgroup_parent(host.machine)},
+                                                       indent=4) + "\n")
+            for unit in ("docker", "containerd"):
+                write(f"etc/systemd/system/{unit}.service.d/50-hostlab-no-proxy.conf", DOCKER_NO_PROXY_DROPIN)
 
         # apt: the controller's sources (and their keyrings) and options, through the proxy.
         own_sources = rootfs.APT_SOURCES_DIR
@@ -826,6 +920,7 @@ def _clean_lab(lab_id: str, hierarchies: list[Path]) -> None:
             _run("ip", "link", "del", name, check=False)
     for ns in NETNS_DIR.glob(f"{lab_id}-*") if NETNS_DIR.is_dir() else ():
         _run("ip", "netns", "del", ns.name, check=False)
+    _remove_v1_cgroups(lab_id)
     shutil.rmtree(work, ignore_errors=True)
     shutil.rmtree(STATE_ROOT / lab_id, ignore_errors=True)
     with contextlib.suppress(OSError):
