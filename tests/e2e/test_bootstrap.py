@@ -15,7 +15,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,28 +23,10 @@ import pytest
 from hostlab import Lab, TestHost
 from hostlab.deployrun import ROOT, RunResult, lab_api_key, lab_host, run_pyinfra
 from tests.e2e.engine import engine_core, oom_kill
+from tests.e2e.serving import assert_serving
 from tests.openai_conformance import bad_requests, hang_up_mid_stream, unguarded_routes
 
 pytestmark = pytest.mark.hosts
-
-
-def get_json(url: str, payload: dict | None = None, timeout: float = 60) -> dict:
-    """A request with the lab's API key, as a client of the deployment would send it."""
-    data = json.dumps(payload).encode() if payload else None
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {lab_api_key()}"}
-    request = urllib.request.Request(url, data=data, headers=headers)
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.load(response)
-
-
-def assert_serving(host: TestHost, served: str = "tiny") -> None:
-    """/v1/models from the controller over the lab network, then a real completion."""
-    models = get_json(f"http://{host.ip}:8000/v1/models")
-    assert [m["id"] for m in models["data"]] == [served]
-    assert models["data"][0]["max_model_len"] == 1024
-    completion = get_json(f"http://{host.ip}:8000/v1/completions",
-                          {"model": served, "prompt": "def main(", "max_tokens": 4})
-    assert completion["choices"][0]["text"]
 
 
 # The tiny model is a llama without Llama 3's tokenizer (vLLM's llama3_json parser refuses it at start-up: no

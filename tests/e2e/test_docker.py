@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import json
 import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from hostlab import Lab, TestHost
 from hostlab.deployrun import WHEELHOUSE, RunResult, lab_api_key, lab_host, run_pyinfra
 from tests.e2e import dockerlab
+from tests.e2e.serving import assert_serving
 from tests.openai_conformance import unguarded_routes
 
 pytestmark = pytest.mark.hosts
@@ -29,22 +29,6 @@ UNIT = "vllm"
 def settings(tag: str = dockerlab.TAG) -> dict:
     return {"vllm_runtime": "docker", "vllm_docker_image": dockerlab.image(tag),
             "docker_registry_mirrors": [dockerlab.MIRROR]}
-
-
-def get_json(url: str, payload: dict | None = None, timeout: float = 60) -> dict:
-    data = json.dumps(payload).encode() if payload else None
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {lab_api_key()}"}
-    with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=timeout) as answer:
-        return json.load(answer)
-
-
-def assert_serving(host: TestHost) -> None:
-    """/v1/models from the controller over the lab network (through the published port), then a completion."""
-    models = get_json(f"http://{host.ip}:8000/v1/models")
-    assert [m["id"] for m in models["data"]] == ["tiny"] and models["data"][0]["max_model_len"] == 1024
-    completion = get_json(f"http://{host.ip}:8000/v1/completions", {"model": "tiny", "prompt": "def main(",
-                                                                      "max_tokens": 4})
-    assert completion["choices"][0]["text"]
 
 
 def wait_serving(host: TestHost, timeout: float = 300) -> None:
